@@ -1,0 +1,43 @@
+"""Engines for catalog URLs, and the rules that keep their passwords out of logs, metadata and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+class CatalogError(RuntimeError):
+    """The catalog could not be read or written; the message never contains a password."""
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, for logs and metadata."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL we can parse: show nothing of it
+        return "<unparseable database URL>"
+
+
+def scrub(message: str, *urls: str | None) -> str:
+    """Remove every password of `urls` from a message (driver errors may echo connection strings)."""
+    for url in urls:
+        if not url:
+            continue
+        try:
+            pw = sa.engine.make_url(url).password
+        except Exception:
+            continue
+        if pw:
+            message = message.replace(str(pw), "***")
+    return message[:2000]
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for a catalog URL; a SQLite file's folder is created so first use just works."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
+    return sa.create_engine(parsed, pool_pre_ping=True)

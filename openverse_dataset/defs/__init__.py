@@ -1,0 +1,1 @@
+"""Dagster wiring only: resources, partitions, assets per stage, checks, jobs, sensors (autoloaded)."""

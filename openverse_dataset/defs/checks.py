@@ -1,0 +1,126 @@
+"""Checks that guard what a release may contain: no takedowns, only valid licenses, a card that tells the truth."""
+
+
+import os
+
+import dagster as dg
+import yaml
+from dagster_duckdb import DuckDBResource
+
+from openverse_dataset import licenses as lic
+from openverse_dataset.defs.common import key, md_table
+from openverse_dataset.defs.release import current_providers, load_stats
+from openverse_dataset.defs.resources import DataDirResource, PublishTargetResource
+from openverse_dataset.media import MEDIA_TYPES, MediaType
+from openverse_dataset.release.subsets import clean_files
+
+
+def _clean_paths(data_dir: DataDirResource, media: MediaType) -> list[str]:
+    files = clean_files(data_dir.layout, media.name, current_providers(data_dir, media))
+    return [str(f) for fs in files.values() for f in fs]
+
+
+def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
+    @dg.asset_check(
+        asset=key(media, "subsets"),
+        name="no_takedowns_in_subsets",
+        blocking=True,
+        description="Blocks the card and release if any cleaned work is taken down, deleted or sensitive.",
+    )
+    def no_takedowns(data_dir: DataDirResource, duckdb: DuckDBResource) -> dg.AssetCheckResult:
+        paths = _clean_paths(data_dir, media)
+        tk = data_dir.layout.takedowns_file(media.name)
+        if not paths or not tk.exists():
+            return dg.AssetCheckResult(passed=True, metadata={"leaked": 0, "note": "nothing to compare"})
+        with duckdb.get_connection() as conn:
+            conn.read_parquet(paths).create_view("clean")
+            conn.read_parquet(str(tk)).create_view("takedowns")
+            rows = conn.sql("select c.identifier, t.reason from clean c join takedowns t using (identifier) "
+                            "order by 1 limit 20").fetchall()  # fmt: skip
+            leaked = conn.execute("select count(*) from clean c semi join takedowns t using (identifier)").fetchone()[0]
+        return dg.AssetCheckResult(
+            passed=leaked == 0,
+            metadata={"leaked": leaked, "examples": md_table(["identifier", "reason"], rows or [["(none)", ""]])},
+        )
+
+    @dg.asset_check(
+        asset=key(media, "subsets"),
+        name="licenses_valid_and_served",
+        blocking=True,
+        description="Blocks the release unless every row's license/version/jurisdiction exists, is served by "
+        "Openverse, and has a license_url and attribution text.",
+    )
+    def licenses_valid(data_dir: DataDirResource, duckdb: DuckDBResource) -> dg.AssetCheckResult:
+        paths = _clean_paths(data_dir, media)
+        if not paths:
+            return dg.AssetCheckResult(passed=True, metadata={"combinations": 0})
+        with duckdb.get_connection() as conn:
+            combos = conn.read_parquet(paths).query(
+                "c",
+                "select license, license_version, license_jurisdiction, count(*), "
+                "count(*) filter (where license_url is null or attribution is null) from c group by all order by all",
+            ).fetchall()
+        bad = [
+            c for c in combos
+            if not lic.is_valid(c[0], c[1], c[2] or "") or not lic.LICENSES[c[0]].served or c[4]
+        ]  # fmt: skip
+        return dg.AssetCheckResult(
+            passed=not bad,
+            metadata={
+                "combinations": len(combos),
+                "invalid": md_table(["license", "version", "jurisdiction", "rows", "missing url/attribution"],
+                                    [list(b) for b in bad] or [["(none)", "", "", 0, 0]]),  # fmt: skip
+            },
+        )
+
+    @dg.asset_check(
+        asset=key(media, "release"),
+        name="card_matches_release",
+        description="The released card's configs load the number of rows the card states, from the released files.",
+    )
+    def card_matches(data_dir: DataDirResource, publish_target: PublishTargetResource,
+                     duckdb: DuckDBResource) -> dg.AssetCheckResult:  # fmt: skip
+        kind, where = publish_target.resolved()
+        if kind != "local":
+            return dg.AssetCheckResult(passed=False, metadata={"note": f"{kind} targets are not checked here"})
+        repo = os.path.join(where, media.repo_name)
+        card = open(os.path.join(repo, "README.md"), encoding="utf-8").read()
+        front = yaml.safe_load(card.split("---", 2)[1])
+        stats = load_stats(data_dir, media)
+        rows, ok = [], True
+        with duckdb.get_connection() as conn:
+            for cfg in front["configs"]:
+                patterns = [os.path.join(repo, p) for p in cfg["data_files"][0]["path"]]
+                n = conn.read_parquet(patterns).aggregate("count(*)").fetchall()[0][0]
+                want = stats.config(cfg["config_name"]).rows
+                stated = f"| {want:,} |" in card
+                ok &= n == want and stated
+                rows.append([cfg["config_name"], f"{want:,}", f"{n:,}", "yes" if stated else "no"])
+        return dg.AssetCheckResult(
+            passed=ok, metadata={"configs": md_table(["config", "card says", "files hold", "in card body"], rows)}
+        )
+
+    @dg.asset_check(
+        asset=key(media, "release"),
+        name="release_has_no_takedowns",
+        description="No identifier in the released data files is in the takedown snapshot.",
+    )
+    def release_no_takedowns(publish_target: PublishTargetResource, data_dir: DataDirResource,
+                             duckdb: DuckDBResource) -> dg.AssetCheckResult:  # fmt: skip
+        kind, where = publish_target.resolved()
+        tk = data_dir.layout.takedowns_file(media.name)
+        data = os.path.join(where, media.repo_name, "data", "*", "*", "*.parquet")
+        if kind != "local" or not tk.exists():
+            return dg.AssetCheckResult(passed=False, metadata={"note": "no local release or takedown snapshot"})
+        with duckdb.get_connection() as conn:
+            conn.read_parquet(data).create_view("released")
+            conn.read_parquet(str(tk)).create_view("takedowns")
+            leaked = conn.execute("select count(*) from released semi join takedowns using (identifier)").fetchone()[0]
+        return dg.AssetCheckResult(passed=leaked == 0, metadata={"leaked": leaked})
+
+    return [no_takedowns, licenses_valid, card_matches, release_no_takedowns]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(asset_checks=[c for m in MEDIA_TYPES.values() for c in media_checks(m)])

@@ -1,0 +1,120 @@
+"""Clean + rejects, partitioned by provider: Openverse's cleaning rules, with every dropped row accounted for."""
+
+
+import dagster as dg
+
+from openverse_dataset.defs.common import (
+    OWNERS,
+    PROVIDER_PARTITIONS,
+    column_schema,
+    counts_table,
+    key,
+    preview_md,
+)
+from openverse_dataset.defs.resources import DataDirResource
+from openverse_dataset.media import MEDIA_TYPES, MediaType
+from openverse_dataset.transform.clean import REJECT_REASONS, REPAIRS
+from openverse_dataset.transform.partition import clean_partition, clean_schema, reject_schema
+
+PREVIEW_COLUMNS = ["identifier", "title", "creator", "license", "license_version", "attribution"]
+
+# Columns the clean step derives, and the raw columns they come from (shown as column lineage in the UI).
+DERIVED = {
+    "license_url": ["license", "license_version", "meta_data"],
+    "attribution": ["title", "creator", "license", "license_version", "meta_data"],
+    "license_jurisdiction": ["meta_data"],
+    "license": ["license"],
+    "license_version": ["license_version", "meta_data"],
+    "filetype": ["filetype", "url"],
+    "tags": ["tags"],
+}
+
+
+def _lineage(media: MediaType) -> dg.TableColumnLineage:
+    raw = key(media, "raw")
+    return dg.TableColumnLineage(
+        deps_by_column={
+            col: [dg.TableColumnDep(asset_key=raw, column_name=c) for c in cols] for col, cols in DERIVED.items()
+        }
+    )
+
+
+def clean_assets(media: MediaType) -> dg.AssetsDefinition:
+    deps = [key(media, "raw"), key(media, "takedowns")]
+    common = {"deps": deps, "group_name": media.name, "owners": OWNERS, "code_version": "1"}
+
+    @dg.multi_asset(
+        name=f"{media.name}_clean",
+        partitions_def=PROVIDER_PARTITIONS[media.name],
+        specs=[
+            dg.AssetSpec(
+                key=key(media, "clean"),
+                kinds={"polars", "parquet"},
+                description=(
+                    "The provider's rows after Openverse's cleaning rules: URL schemes added, tags filtered "
+                    "(accuracy >= 0.90, denylist), license slug/version normalised and validated, license_url "
+                    "and Openverse's exact attribution text added; taken-down, deleted, sensitive and "
+                    "removed_from_source works excluded; duplicates of (provider, foreign_identifier) dropped. "
+                    "Files are split by license, ready to be the release's data files."
+                ),
+                **common,
+            ),
+            dg.AssetSpec(
+                key=key(media, "rejects"),
+                kinds={"polars", "parquet"},
+                description=(
+                    "Every row the clean step did not keep, with the reason (taken_down, removed_from_source, "
+                    "unknown_license, ...) and the raw values the rule looked at: nothing is dropped silently."
+                ),
+                **common,
+            ),
+        ],
+    )
+    def _clean(context: dg.AssetExecutionContext, data_dir: DataDirResource):
+        provider = context.partition_key
+        layout = data_dir.layout
+
+        def progress(rows: int, seconds: float) -> None:
+            context.log.info(f"{provider}: cleaned {rows:,} rows in {seconds:.1f}s "
+                             f"({rows / max(seconds, 1e-9):,.0f} rows/s)")  # fmt: skip
+
+        r = clean_partition(layout, media, provider, takedowns=layout.takedowns_file(media.name),
+                            progress=progress)  # fmt: skip
+        context.log.info(f"{provider}: kept {r.kept:,} of {r.rows_in:,}; rejected {dict(r.rejected)}; "
+                         f"repairs {dict(r.repairs)}")  # fmt: skip
+        yield dg.MaterializeResult(
+            asset_key=key(media, "clean"),
+            metadata={
+                "dagster/row_count": r.kept,
+                "dagster/column_schema": column_schema(clean_schema(media)),
+                "dagster/column_lineage": _lineage(media),
+                "rows_in": r.rows_in,
+                "rows_kept": r.kept,
+                "rows_rejected": r.rejected_total,
+                "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),
+                "repairs_by_rule": counts_table(r.repairs, "rule", REPAIRS),
+                "tags_dropped": r.tags_dropped,
+                "rows_by_license": counts_table(r.by_license, "license"),
+                "bytes": r.bytes,
+                "seconds": round(r.seconds, 3),
+                "preview": preview_md(r.preview, PREVIEW_COLUMNS),
+                "path": dg.MetadataValue.path(str(layout.clean_dir(media.name, provider))),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=key(media, "rejects"),
+            metadata={
+                "dagster/row_count": r.rejected_total,
+                "dagster/column_schema": column_schema(reject_schema(media)),
+                "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),
+                **{f"rejected_{k}": v for k, v in sorted(r.rejected.items())},
+                "path": dg.MetadataValue.path(str(layout.rejects_dir(media.name, provider))),
+            },
+        )
+
+    return _clean
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[clean_assets(m) for m in MEDIA_TYPES.values()])

@@ -1,0 +1,51 @@
+"""Named jobs for the maintainers' common actions (visible in the UI; the CLI runs the same jobs)."""
+
+
+import dagster as dg
+
+from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key
+from openverse_dataset.media import MEDIA_TYPES
+
+
+def discover_job_name() -> str:
+    return "discover_providers"
+
+
+def refresh_job_name(media: str) -> str:
+    return f"{media}_refresh_provider"
+
+
+def publish_job_name(media: str) -> str:
+    return f"{media}_publish_release"
+
+
+def jobs() -> list:
+    out = [
+        dg.define_asset_job(
+            discover_job_name(),
+            selection=dg.AssetSelection.assets(*[key(m, s) for m in MEDIA_TYPES for s in ("providers", "takedowns")]),
+            description="Discover providers (new partitions) and snapshot takedowns for every media type.",
+        )
+    ]
+    for m in MEDIA_TYPES:
+        out.append(
+            dg.define_asset_job(
+                refresh_job_name(m),
+                selection=dg.AssetSelection.assets(key(m, "raw"), key(m, "clean"), key(m, "rejects")),
+                partitions_def=PROVIDER_PARTITIONS[m],
+                description=f"Refresh one {m} provider: extract from the catalog, then clean (and rejects).",
+            )
+        )
+        out.append(
+            dg.define_asset_job(
+                publish_job_name(m),
+                selection=dg.AssetSelection.assets(key(m, "subsets"), key(m, "card"), key(m, "release")),
+                description=f"Build the {m} license subsets and card from cleaned data and publish the release.",
+            )
+        )
+    return out
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=jobs())

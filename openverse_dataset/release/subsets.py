@@ -1,0 +1,136 @@
+"""License subsets: which Hub configs a release has, their glob patterns and their row counts.
+
+Configs are views over one set of data files laid out as `data/<license>/<provider>/part-*.parquet`, so a
+config is a list of globs and no byte is stored twice. Counts are computed by DuckDB reading the cleaned
+Parquet files (no database file, so parallel partition runs never contend for a lock).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from openverse_dataset import licenses as lic
+from openverse_dataset.layout import DataLayout, segment
+
+DATA_DIR = "data"
+
+
+def data_glob(license_folder: str = "*") -> str:
+    """Glob of the data files of one license folder (or all), relative to the repository root."""
+    return f"{DATA_DIR}/{license_folder}/*/*.parquet"
+
+
+@dataclass
+class ConfigStats:
+    name: str
+    description: str
+    slugs: list[str]
+    patterns: list[str]
+    rows: int
+    default: bool = False
+
+
+@dataclass
+class SubsetStats:
+    """Everything the card and the release need to know about the cleaned data of one media type."""
+
+    media: str
+    providers: list[str]
+    missing_providers: list[str]  # listed in the catalog but not cleaned yet
+    rows: int
+    by_license_provider: list[dict]  # {license, provider, rows, files}
+    by_license_version: list[dict]  # {license, license_version, license_jurisdiction, rows}
+    configs: list[ConfigStats] = field(default_factory=list)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SubsetStats:
+        data = json.loads(text)
+        data["configs"] = [ConfigStats(**c) for c in data["configs"]]
+        return cls(**data)
+
+    def rows_by_provider(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.by_license_provider:
+            out[r["provider"]] = out.get(r["provider"], 0) + r["rows"]
+        return dict(sorted(out.items()))
+
+    def rows_by_license(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.by_license_provider:
+            out[r["license"]] = out.get(r["license"], 0) + r["rows"]
+        return dict(sorted(out.items()))
+
+    def config(self, name: str) -> ConfigStats:
+        return next(c for c in self.configs if c.name == name)
+
+
+def clean_files(layout: DataLayout, media: str, providers: list[str]) -> dict[str, list[Path]]:
+    """The cleaned shards of each listed provider (providers never cleaned map to an empty list)."""
+    return {p: sorted(layout.clean_dir(media, p).glob("*/part-*.parquet")) for p in providers}
+
+
+def compute_subsets(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str,
+                    providers: list[str]) -> SubsetStats:  # fmt: skip
+    """Count rows per (license, provider) and per config from the cleaned files of `providers`."""
+    files = clean_files(layout, media, providers)
+    paths = [str(f) for fs in files.values() for f in fs]
+    missing = [p for p in providers if not layout.clean_dir(media, p).exists()]
+    per_lp: list[dict] = []
+    per_lv: list[dict] = []
+    if paths:
+        rel = conn.read_parquet(paths, filename=True)
+        rows = rel.query(
+            "t",
+            "select license, provider, count(*) as n, count(distinct filename) as f from t group by all order by all",
+        ).fetchall()
+        per_lp = [{"license": a, "provider": b, "rows": int(n), "files": int(f)} for a, b, n, f in rows]
+        rows = rel.query(
+            "t",
+            "select license, license_version, license_jurisdiction, count(*) from t group by all order by all",
+        ).fetchall()
+        per_lv = [{"license": a, "license_version": b, "license_jurisdiction": c, "rows": int(n)}
+                  for a, b, c, n in rows]  # fmt: skip
+    stats = SubsetStats(
+        media=media,
+        providers=[p for p in providers if p not in missing],
+        missing_providers=missing,
+        rows=sum(r["rows"] for r in per_lp),
+        by_license_provider=per_lp,
+        by_license_version=per_lv,
+    )
+    rejects = [str(f) for p in stats.providers for f in sorted(layout.rejects_dir(media, p).glob("part-*.parquet"))]
+    if rejects:
+        stats.rejected_by_reason = dict(
+            conn.read_parquet(rejects).query("r", "select reason, count(*) from r group by all order by all").fetchall()
+        )
+    by_license = stats.rows_by_license()
+    for cfg in lic.all_configs():
+        present = [s for s in cfg.slugs if by_license.get(s)]
+        if not present:
+            continue  # a config with no file would not load; the card says which are absent
+        stats.configs.append(
+            ConfigStats(
+                name=cfg.name,
+                description=cfg.description,
+                slugs=present,
+                patterns=[data_glob(lic.LICENSES[s].config_name) for s in present]
+                if cfg.name != lic.DEFAULT_CONFIG
+                else [data_glob()],
+                rows=sum(by_license[s] for s in present),
+                default=cfg.name == lic.DEFAULT_CONFIG,
+            )
+        )
+    return stats
+
+
+def release_path(license_slug: str, provider: str, shard_name: str) -> str:
+    """Where a cleaned shard lives in the dataset repository."""
+    return f"{DATA_DIR}/{lic.LICENSES[license_slug].config_name}/{segment(provider)}/{shard_name}"

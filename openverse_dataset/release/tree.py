@@ -1,0 +1,52 @@
+"""The dataset repository as files: which cleaned shard goes where, plus the card, with a content manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from openverse_dataset import licenses as lic
+from openverse_dataset.layout import DataLayout
+from openverse_dataset.parquet import sha256_file
+from openverse_dataset.release.subsets import SubsetStats, release_path
+
+CARD = "README.md"
+
+
+@dataclass(frozen=True)
+class TreeFile:
+    """One file of a release: its path in the repository, where its bytes are now, size and sha256."""
+
+    path: str
+    source: str
+    size: int
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def release_files(layout: DataLayout, stats: SubsetStats, card_path: Path) -> list[TreeFile]:
+    """Every file of the release, sorted by repository path (data shards, then the card)."""
+    out: list[TreeFile] = []
+    for provider in stats.providers:
+        clean = layout.clean_dir(stats.media, provider)
+        for shard in sorted(clean.glob("*/part-*.parquet")):
+            slug = lic.slug_for_folder(shard.parent.name)
+            out.append(TreeFile(release_path(slug, provider, shard.name), str(shard), shard.stat().st_size,
+                                sha256_file(shard)))  # fmt: skip
+    out.append(TreeFile(CARD, str(card_path), card_path.stat().st_size, sha256_file(card_path)))
+    return sorted(out, key=lambda f: f.path)
+
+
+def materialize_tree(files: list[TreeFile], dest: Path) -> None:
+    """Lay the files out under `dest` (hard links when on the same filesystem, copies otherwise)."""
+    for f in files:
+        target = dest / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f.source, target)
+        except OSError:
+            shutil.copyfile(f.source, target)
