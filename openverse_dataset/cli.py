@@ -39,7 +39,7 @@ def _instance(stack: ExitStack):
         return stack.enter_context(dg.DagsterInstance.get())
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="openverse-dagster-"))
     console.print(f"[dim]DAGSTER_HOME is not set: using a temporary instance in {tmp}[/dim]")
-    return stack.enter_context(dg.DagsterInstance.local_temp(tmp))
+    return stack.enter_context(dg.DagsterInstance.local_temp(tmp, overrides={"telemetry": {"enabled": False}}))
 
 
 def _failed_steps(result) -> list[str]:
@@ -60,10 +60,10 @@ def _failed_steps(result) -> list[str]:
 
 def build(media_names: Sequence[str], providers: Sequence[str] | None, verbose: bool = False) -> int:
     """Discover, refresh every (or the named) provider partition, publish; print a summary. 0 on success."""
+    from openverse_dataset.definitions import defs as load_defs
     from openverse_dataset.defs.common import key
     from openverse_dataset.defs.jobs import discover_job_name, publish_job_name, refresh_job_name
     from openverse_dataset.defs.resources import build_resources
-    from openverse_dataset.definitions import defs as load_defs
 
     defs = load_defs()
     resources = build_resources()
@@ -77,9 +77,11 @@ def build(media_names: Sequence[str], providers: Sequence[str] | None, verbose: 
         console.print(f"catalog: {resources['catalog'].display()}   data: {layout.root}")
         for media in media_names:
             r = defs.resolve_job_def(discover_job_name()).execute_in_process(
-                instance=instance, asset_selection=[key(media, "providers"), key(media, "takedowns")],
-                raise_on_error=False, run_config=run_config,
-            )  # fmt: skip
+                instance=instance,
+                asset_selection=[key(media, "providers"), key(media, "takedowns")],
+                raise_on_error=False,
+                run_config=run_config,
+            )
             if not r.success:
                 failures += [f"{media} discovery: {f}" for f in _failed_steps(r)] or [f"{media} discovery failed"]
                 continue
@@ -87,19 +89,25 @@ def build(media_names: Sequence[str], providers: Sequence[str] | None, verbose: 
             wanted = list(providers) if providers else found
             unknown = [p for p in wanted if p not in found]
             if unknown:
-                failures.append(f"{media}: unknown provider(s) {', '.join(map(repr, unknown))}; "
-                                f"the catalog has: {', '.join(found)}")  # fmt: skip
+                failures.append(
+                    f"{media}: unknown provider(s) {', '.join(map(repr, unknown))}; the catalog has: {', '.join(found)}"
+                )
                 wanted = [p for p in wanted if p in found]
             refresh = defs.resolve_job_def(refresh_job_name(media))
             with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[current]}"), TimeElapsedColumn(), console=console,
-            ) as bar:  # fmt: skip
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[current]}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
                 task = bar.add_task(f"{media} providers", total=len(wanted), current="")
                 for p in wanted:
                     bar.update(task, current=p)
-                    r = refresh.execute_in_process(instance=instance, partition_key=p, raise_on_error=False,
-                                                   run_config=run_config)  # fmt: skip
+                    r = refresh.execute_in_process(
+                        instance=instance, partition_key=p, raise_on_error=False, run_config=run_config
+                    )
                     if not r.success:
                         failures += [f"{media}/{p}: {f}" for f in _failed_steps(r)] or [f"{media}/{p} failed"]
                     bar.advance(task)
@@ -145,8 +153,10 @@ def _print_summary(summary: dict[str, dict], failures: list[str], seconds: float
             t.add_row(name, f"{n:,}")
         out.print(t)
         if s["rejected"]:
-            out.print("  not published: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s["rejected"].items())),
-                      soft_wrap=True)
+            out.print(
+                "  not published: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s["rejected"].items())),
+                soft_wrap=True,
+            )
     if failures:
         out.print(f"[bold red]FAILED[/bold red] after {seconds:.1f}s:")
         for f in failures:
@@ -163,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--api-url", help="SQLAlchemy URL of the API database (takedown tables); default: --url")
     p.set_defaults(fn=_seed)
     b = sub.add_parser("build", help="discover providers, refresh partitions, publish the releases")
-    b.add_argument("--media", choices=sorted(MEDIA_TYPES), action="append",
-                   help="media type to build (repeatable; default: all)")  # fmt: skip
+    b.add_argument(
+        "--media", choices=sorted(MEDIA_TYPES), action="append", help="media type to build (repeatable; default: all)"
+    )
     b.add_argument("--provider", action="append", help="only refresh these providers (repeatable)")
     b.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own logs")
     b.set_defaults(fn=lambda a: build(a.media or list(MEDIA_TYPES), a.provider, a.verbose))

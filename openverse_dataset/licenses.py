@@ -13,12 +13,76 @@ from functools import cache
 
 _BY6 = ("by", "by-nc", "by-nc-nd", "by-nc-sa", "by-nd", "by-sa")
 _RETIRED_JP = ("nc", "nc-sa", "nd", "nd-nc", "sa")
-_PORTS_30 = (
-    "am au at az ca cl cr hr cz ec eg ee fr ge de gr gt hk igo ie it lu nl nz no ph pl pt pr ro sg za es ch th"
-    " ug us ve vn"
-).split()
-_PORTS_25 = "ar au bg ca co hr dk hu in il it mk my mt mx nl pe pl pt si za es se ch scotland".split()
-_PORTS_20 = "au at be ca cl hr fr de it kr nl pl za es uk".split()
+_BY_10 = ("by", "by-nc", "by-nc-sa", "by-nd", "by-nd-nc", "by-sa")  # 1.0 used by-nd-nc for by-nc-nd
+_PORTS_30 = [
+    "am",
+    "au",
+    "at",
+    "az",
+    "ca",
+    "cl",
+    "cr",
+    "hr",
+    "cz",
+    "ec",
+    "eg",
+    "ee",
+    "fr",
+    "ge",
+    "de",
+    "gr",
+    "gt",
+    "hk",
+    "igo",
+    "ie",
+    "it",
+    "lu",
+    "nl",
+    "nz",
+    "no",
+    "ph",
+    "pl",
+    "pt",
+    "pr",
+    "ro",
+    "sg",
+    "za",
+    "es",
+    "ch",
+    "th",
+    "ug",
+    "us",
+    "ve",
+    "vn",
+]
+_PORTS_25 = [
+    "ar",
+    "au",
+    "bg",
+    "ca",
+    "co",
+    "hr",
+    "dk",
+    "hu",
+    "in",
+    "il",
+    "it",
+    "mk",
+    "my",
+    "mt",
+    "mx",
+    "nl",
+    "pe",
+    "pl",
+    "pt",
+    "si",
+    "za",
+    "es",
+    "se",
+    "ch",
+    "scotland",
+]
+_PORTS_20 = ["au", "at", "be", "ca", "cl", "hr", "fr", "de", "it", "kr", "nl", "pl", "za", "es", "uk"]
 
 # version -> jurisdiction ("" = unported/generic) -> slugs that exist there.
 VERSIONS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -29,16 +93,30 @@ VERSIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "2.0": {"": (*_BY6, "devnations"), "jp": _BY6 + _RETIRED_JP, **{j: _BY6 for j in _PORTS_20}},
     "1.0": {
         "": (
-            "by", "by-nc", "by-nc-sa", "by-nd", "by-nd-nc", "by-sa", "nc", "nc-sa", "nc-sampling+", "nd",
-            "nd-nc", "sa", "sampling", "sampling+", "cc0", "pdm",
+            "by",
+            "by-nc",
+            "by-nc-sa",
+            "by-nd",
+            "by-nd-nc",
+            "by-sa",
+            "nc",
+            "nc-sa",
+            "nc-sampling+",
+            "nd",
+            "nd-nc",
+            "sa",
+            "sampling",
+            "sampling+",
+            "cc0",
+            "pdm",
         ),
-        "fi": ("by", "by-nc", "by-nc-sa", "by-nd", "by-nd-nc", "by-sa") + _RETIRED_JP,
+        "fi": (*_BY_10, *_RETIRED_JP),
         "de": ("sampling+",),
-        "il": ("by", "by-nc", "by-nc-sa", "by-nd", "by-nd-nc", "by-sa"),
-        "nl": ("by", "by-nc", "by-nc-sa", "by-nd", "by-nd-nc", "by-sa") + _RETIRED_JP,
+        "il": _BY_10,
+        "nl": (*_BY_10, *_RETIRED_JP),
         "us": ("certification",),
     },
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +145,12 @@ class License:
 
 
 def _display(slug: str) -> str:
-    special = {"pdm": "Public Domain Mark", "certification": "Public Domain Certification",
-               "publicdomain": "Public Domain", "cc0": "CC0"}  # fmt: skip
+    special = {
+        "pdm": "Public Domain Mark",
+        "certification": "Public Domain Certification",
+        "publicdomain": "Public Domain",
+        "cc0": "CC0",
+    }
     if slug in special:
         return special[slug]
     return "CC " + slug.upper().replace("SAMPLING", "Sampling").replace("DEVNATIONS", "DevNations")
@@ -162,8 +244,7 @@ def is_valid(slug: str, version: str, jurisdiction: str = "") -> bool:
 def valid_keys() -> frozenset[str]:
     """`slug|version|jurisdiction` for every combination that exists (used by the polars cleaning step)."""
     keys = {f"{s}|{v}|{j}" for v, jurs in VERSIONS.items() for j, slugs in jurs.items() for s in slugs}
-    keys |= {f"by-nc-nd|1.0|{j}" for v, jurs in VERSIONS.items() if v == "1.0" for j in jurs
-             if "by-nd-nc" in jurs[j]}  # fmt: skip
+    keys |= {f"by-nc-nd|1.0|{j}" for v, jurs in VERSIONS.items() if v == "1.0" for j in jurs if "by-nd-nc" in jurs[j]}
     return frozenset(keys)
 
 

@@ -183,19 +183,21 @@ def extract_partition(
     except sa.exc.SQLAlchemyError as exc:
         writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
-        raise CatalogError(f"extract of {media.name}/{provider!r} from {redact(url)} failed: "
-                           f"{scrub(str(exc), url)}") from None  # fmt: skip
+        raise CatalogError(
+            f"extract of {media.name}/{provider!r} from {redact(url)} failed: {scrub(str(exc), url)}"
+        ) from None
     except Exception as exc:
         writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
         if type(exc).__module__.startswith("adbc_driver"):
-            raise CatalogError(f"extract of {media.name}/{provider!r} from {redact(url)} failed: "
-                               f"{scrub(str(exc), url)}") from None  # fmt: skip
+            raise CatalogError(
+                f"extract of {media.name}/{provider!r} from {redact(url)} failed: {scrub(str(exc), url)}"
+            ) from None
         raise
     finally:
         if engine is not None:
             engine.dispose()
-    rows_seen, max_updated = (watermark + [0, None])[:2]
+    rows_seen, max_updated = [*watermark, 0, None][:2]
     return ExtractResult(
         media=media.name,
         provider=provider,

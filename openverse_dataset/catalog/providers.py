@@ -47,7 +47,7 @@ def _distinct_providers_sql(table: str) -> sa.TextClause:
             FROM p WHERE p.provider IS NOT NULL
         )
         SELECT provider FROM p WHERE provider IS NOT NULL
-    """)  # noqa: S608 - table names come from media.py, never from input
+    """)
 
 
 def discover_providers(url: str, media: MediaType) -> Discovery:

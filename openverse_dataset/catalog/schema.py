@@ -19,8 +19,15 @@ TS = sa.DateTime(timezone=True)
 GENRES = postgresql.ARRAY(sa.String(80)).with_variant(sa.JSON(none_as_null=True), "sqlite")
 
 _NOT_NULL = {"created_on", "updated_on", "url", "license", "removed_from_source"}
-_LENGTHS = {"ingestion_type": 80, "provider": 80, "source": 80, "license": 50, "license_version": 25,
-            "filetype": 5, "category": 80}  # fmt: skip
+_LENGTHS = {
+    "ingestion_type": 80,
+    "provider": 80,
+    "source": 80,
+    "license": 50,
+    "license_version": 25,
+    "filetype": 5,
+    "category": 80,
+}
 
 
 def _column_type(name: str, arrow_type: pa.DataType, media: MediaType) -> sa.types.TypeEngine:
@@ -63,10 +70,12 @@ API_MATURE_TABLES: dict[str, sa.Table] = {}
 for _m in MEDIA_TYPES.values():
     _t = sa.Table(_m.table, metadata, *media_columns(_m))
     # The catalog's natural key: unique (provider, md5(foreign_identifier)) on PostgreSQL; SQLite has no md5.
-    sa.Index(f"{_m.table}_provider_fid_key", _t.c.provider, sa.func.md5(_t.c.foreign_identifier),
-             unique=True).ddl_if(dialect="postgresql")  # fmt: skip
-    sa.Index(f"{_m.table}_provider_fid_idx", _t.c.provider, _t.c.foreign_identifier,
-             unique=True).ddl_if(dialect="sqlite")  # fmt: skip
+    sa.Index(f"{_m.table}_provider_fid_key", _t.c.provider, sa.func.md5(_t.c.foreign_identifier), unique=True).ddl_if(
+        dialect="postgresql"
+    )
+    sa.Index(f"{_m.table}_provider_fid_idx", _t.c.provider, _t.c.foreign_identifier, unique=True).ddl_if(
+        dialect="sqlite"
+    )
     sa.Index(f"{_m.table}_url_key", _t.c.url, unique=True)
     sa.Index(f"{_m.table}_updated_on_idx", _t.c.provider, _t.c.updated_on)
     MEDIA_TABLES[_m.name] = _t

@@ -91,9 +91,9 @@ def demo_rows(media: MediaType) -> Iterator[dict]:
         yield row
 
 
-def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> int:
+def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     if not rows:
-        return 0
+        return
     dialect = conn.dialect.name
     if dialect == "postgresql":
         stmt = postgresql.insert(table).on_conflict_do_nothing()
@@ -104,9 +104,9 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> in
         have = set(conn.scalars(sa.select(table.c.identifier).where(table.c.identifier.in_(keys))))
         rows = [r for r in rows if r["identifier"] not in have]
         if not rows:
-            return 0
+            return
         stmt = table.insert()
-    return conn.execute(stmt, rows).rowcount or 0
+    conn.execute(stmt, rows)
 
 
 def seed_catalog(url: str, api_url: str | None = None, media_names: list[str] | None = None) -> dict[str, int]:
@@ -123,21 +123,29 @@ def seed_catalog(url: str, api_url: str | None = None, media_names: list[str] | 
         for name in media_names or list(MEDIA_TYPES):
             media = MEDIA_TYPES[name]
             rows = list(demo_rows(media))
-            n = 0
+            count = sa.select(sa.func.count()).select_from(MEDIA_TABLES[name])
             with engine.begin() as conn:
+                before = conn.scalar(count)
                 for i in range(0, len(rows), 500):
-                    n += _insert_ignore(conn, MEDIA_TABLES[name], rows[i : i + 500])
+                    _insert_ignore(conn, MEDIA_TABLES[name], rows[i : i + 500])
+                n = conn.scalar(count) - before
                 deleted = _demo_deleted(media, rows)
                 _insert_ignore(conn, DELETED_TABLES[name], deleted)
             with api_engine.begin() as conn:
                 takedowns = DEMO_TAKEDOWNS[name]
-                _insert_ignore(conn, API_DELETED_TABLES[name], [
-                    {"identifier": i, "created_on": _DEMO_EPOCH, "updated_on": _DEMO_EPOCH}
-                    for i in takedowns["api_deleted"]
-                ])  # fmt: skip
-                _insert_ignore(conn, API_MATURE_TABLES[name], [
-                    {"identifier": i, "created_on": _DEMO_EPOCH} for i in takedowns["api_mature"]
-                ])  # fmt: skip
+                _insert_ignore(
+                    conn,
+                    API_DELETED_TABLES[name],
+                    [
+                        {"identifier": i, "created_on": _DEMO_EPOCH, "updated_on": _DEMO_EPOCH}
+                        for i in takedowns["api_deleted"]
+                    ],
+                )
+                _insert_ignore(
+                    conn,
+                    API_MATURE_TABLES[name],
+                    [{"identifier": i, "created_on": _DEMO_EPOCH} for i in takedowns["api_mature"]],
+                )
             inserted[name] = n
     except sa.exc.SQLAlchemyError as exc:
         raise CatalogError(f"seeding the catalog at {redact(url)} failed: {scrub(str(exc), url, api_url)}") from None

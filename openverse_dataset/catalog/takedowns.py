@@ -37,8 +37,9 @@ def _stream(url: str, table: sa.Table, reason: str, writer: ShardWriter) -> int:
             result = conn.execute(sa.select(sa.cast(table.c.identifier, sa.Text)).order_by(table.c.identifier))
             for rows in result.partitions(BATCH):
                 ids = [r[0] for r in rows]
-                writer.write(pa.record_batch([pa.array(ids, pa.string()), pa.array([reason] * len(ids))],
-                                             schema=SCHEMA))  # fmt: skip
+                writer.write(
+                    pa.record_batch([pa.array(ids, pa.string()), pa.array([reason] * len(ids))], schema=SCHEMA)
+                )
                 n += len(ids)
     except sa.exc.SQLAlchemyError as exc:
         raise CatalogError(f"reading {table.name} at {redact(url)} failed: {scrub(str(exc), url)}") from None

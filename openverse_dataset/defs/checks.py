@@ -1,6 +1,5 @@
 """Checks that guard what a release may contain: no takedowns, only valid licenses, a card that tells the truth."""
 
-
 import os
 
 import dagster as dg
@@ -35,12 +34,16 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
         with duckdb.get_connection() as conn:
             conn.read_parquet(paths).create_view("clean")
             conn.read_parquet(str(tk)).create_view("takedowns")
-            rows = conn.sql("select c.identifier, t.reason from clean c join takedowns t using (identifier) "
-                            "order by 1 limit 20").fetchall()  # fmt: skip
+            rows = conn.sql(
+                "select c.identifier, t.reason from clean c join takedowns t using (identifier) order by 1 limit 20"
+            ).fetchall()
             leaked = conn.execute("select count(*) from clean c semi join takedowns t using (identifier)").fetchone()[0]
         return dg.AssetCheckResult(
             passed=leaked == 0,
-            metadata={"leaked": leaked, "examples": md_table(["identifier", "reason"], rows or [["(none)", ""]])},
+            metadata={
+                "leaked": leaked,
+                "examples": md_table(["identifier", "reason"], rows or [["(none)", ""]]),
+            },
         )
 
     @dg.asset_check(
@@ -55,21 +58,25 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
         if not paths:
             return dg.AssetCheckResult(passed=True, metadata={"combinations": 0})
         with duckdb.get_connection() as conn:
-            combos = conn.read_parquet(paths).query(
-                "c",
-                "select license, license_version, license_jurisdiction, count(*), "
-                "count(*) filter (where license_url is null or attribution is null) from c group by all order by all",
-            ).fetchall()
-        bad = [
-            c for c in combos
-            if not lic.is_valid(c[0], c[1], c[2] or "") or not lic.LICENSES[c[0]].served or c[4]
-        ]  # fmt: skip
+            combos = (
+                conn.read_parquet(paths)
+                .query(
+                    "c",
+                    "select license, license_version, license_jurisdiction, count(*), "
+                    "count(*) filter (where license_url is null or attribution is null) "
+                    "from c group by all order by all",
+                )
+                .fetchall()
+            )
+        bad = [c for c in combos if not lic.is_valid(c[0], c[1], c[2] or "") or not lic.LICENSES[c[0]].served or c[4]]
         return dg.AssetCheckResult(
             passed=not bad,
             metadata={
                 "combinations": len(combos),
-                "invalid": md_table(["license", "version", "jurisdiction", "rows", "missing url/attribution"],
-                                    [list(b) for b in bad] or [["(none)", "", "", 0, 0]]),  # fmt: skip
+                "invalid": md_table(
+                    ["license", "version", "jurisdiction", "rows", "missing url/attribution"],
+                    [list(b) for b in bad] or [["(none)", "", "", 0, 0]],
+                ),
             },
         )
 
@@ -78,13 +85,15 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
         name="card_matches_release",
         description="The released card's configs load the number of rows the card states, from the released files.",
     )
-    def card_matches(data_dir: DataDirResource, publish_target: PublishTargetResource,
-                     duckdb: DuckDBResource) -> dg.AssetCheckResult:  # fmt: skip
+    def card_matches(
+        data_dir: DataDirResource, publish_target: PublishTargetResource, duckdb: DuckDBResource
+    ) -> dg.AssetCheckResult:
         kind, where = publish_target.resolved()
         if kind != "local":
             return dg.AssetCheckResult(passed=False, metadata={"note": f"{kind} targets are not checked here"})
         repo = os.path.join(where, media.repo_name)
-        card = open(os.path.join(repo, "README.md"), encoding="utf-8").read()
+        with open(os.path.join(repo, "README.md"), encoding="utf-8") as f:
+            card = f.read()
         front = yaml.safe_load(card.split("---", 2)[1])
         stats = load_stats(data_dir, media)
         rows, ok = [], True
@@ -97,7 +106,8 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
                 ok &= n == want and stated
                 rows.append([cfg["config_name"], f"{want:,}", f"{n:,}", "yes" if stated else "no"])
         return dg.AssetCheckResult(
-            passed=ok, metadata={"configs": md_table(["config", "card says", "files hold", "in card body"], rows)}
+            passed=ok,
+            metadata={"configs": md_table(["config", "card says", "files hold", "in card body"], rows)},
         )
 
     @dg.asset_check(
@@ -105,8 +115,9 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
         name="release_has_no_takedowns",
         description="No identifier in the released data files is in the takedown snapshot.",
     )
-    def release_no_takedowns(publish_target: PublishTargetResource, data_dir: DataDirResource,
-                             duckdb: DuckDBResource) -> dg.AssetCheckResult:  # fmt: skip
+    def release_no_takedowns(
+        publish_target: PublishTargetResource, data_dir: DataDirResource, duckdb: DuckDBResource
+    ) -> dg.AssetCheckResult:
         kind, where = publish_target.resolved()
         tk = data_dir.layout.takedowns_file(media.name)
         data = os.path.join(where, media.repo_name, "data", "*", "*", "*.parquet")

@@ -1,6 +1,5 @@
 """Clean + rejects, partitioned by provider: Openverse's cleaning rules, with every dropped row accounted for."""
 
-
 import dagster as dg
 
 from openverse_dataset.defs.common import (
@@ -75,13 +74,14 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
         layout = data_dir.layout
 
         def progress(rows: int, seconds: float) -> None:
-            context.log.info(f"{provider}: cleaned {rows:,} rows in {seconds:.1f}s "
-                             f"({rows / max(seconds, 1e-9):,.0f} rows/s)")  # fmt: skip
+            context.log.info(
+                f"{provider}: cleaned {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)"
+            )
 
-        r = clean_partition(layout, media, provider, takedowns=layout.takedowns_file(media.name),
-                            progress=progress)  # fmt: skip
-        context.log.info(f"{provider}: kept {r.kept:,} of {r.rows_in:,}; rejected {dict(r.rejected)}; "
-                         f"repairs {dict(r.repairs)}")  # fmt: skip
+        r = clean_partition(layout, media, provider, takedowns=layout.takedowns_file(media.name), progress=progress)
+        context.log.info(
+            f"{provider}: kept {r.kept:,} of {r.rows_in:,}; rejected {dict(r.rejected)}; repairs {dict(r.repairs)}"
+        )
         yield dg.MaterializeResult(
             asset_key=key(media, "clean"),
             metadata={

@@ -1,6 +1,5 @@
 """Shared wiring facts: asset keys, partitions, owners and the metadata helpers every stage uses."""
 
-
 from collections.abc import Mapping
 
 import dagster as dg
@@ -41,8 +40,9 @@ def counts_table(counts: Mapping[str, int], label: str, docs: Mapping[str, str] 
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     if docs is None:
         return md_table([label, "rows"], [[k, f"{v:,}"] for k, v in items] or [["(none)", 0]])
-    return md_table([label, "rows", "meaning"], [[k, f"{v:,}", docs.get(k, "")] for k, v in items]
-                    or [["(none)", 0, ""]])  # fmt: skip
+    return md_table(
+        [label, "rows", "meaning"], [[k, f"{v:,}", docs.get(k, "")] for k, v in items] or [["(none)", 0, ""]]
+    )
 
 
 def preview_md(rows: list[dict], columns: list[str]) -> dg.MetadataValue:

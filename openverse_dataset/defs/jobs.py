@@ -1,6 +1,5 @@
 """Named jobs for the maintainers' common actions (visible in the UI; the CLI runs the same jobs)."""
 
-
 import dagster as dg
 
 from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key

@@ -1,10 +1,16 @@
 """Raw extract, partitioned by provider: the catalog's rows as Parquet shards, streamed in batches."""
 
-
 import dagster as dg
 
 from openverse_dataset.catalog.extract import extract_partition
-from openverse_dataset.defs.common import CATALOG_POOL, OWNERS, PROVIDER_PARTITIONS, column_schema, key, md_table
+from openverse_dataset.defs.common import (
+    CATALOG_POOL,
+    OWNERS,
+    PROVIDER_PARTITIONS,
+    column_schema,
+    key,
+    md_table,
+)
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, catalog_kind
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
@@ -33,24 +39,34 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
             "watermark (rows, newest updated_on) is recorded for freshness decisions."
         ),
     )
-    def _raw(context: dg.AssetExecutionContext, config: RawConfig, catalog: CatalogResource,
-             data_dir: DataDirResource) -> dg.MaterializeResult:  # fmt: skip
+    def _raw(
+        context: dg.AssetExecutionContext, config: RawConfig, catalog: CatalogResource, data_dir: DataDirResource
+    ) -> dg.MaterializeResult:
         provider = context.partition_key
         last_log = [0.0]
 
         def progress(rows: int, seconds: float) -> None:
             if seconds - last_log[0] >= 5 or rows < config.batch_rows * 2:
                 last_log[0] = seconds
-                context.log.info(f"{provider}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)")
+                context.log.info(
+                    f"{provider}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)"
+                )
 
         result = extract_partition(
-            catalog.catalog_url(), media, provider, data_dir.layout,
-            method=config.method, batch_rows=config.batch_rows, shard_bytes=config.shard_mb * 1024 * 1024,
+            catalog.catalog_url(),
+            media,
+            provider,
+            data_dir.layout,
+            method=config.method,
+            batch_rows=config.batch_rows,
+            shard_bytes=config.shard_mb * 1024 * 1024,
             progress=progress,
-        )  # fmt: skip
+        )
         rate = result.rows / result.seconds if result.seconds else 0.0
-        context.log.info(f"{provider}: {result.rows:,} rows, {len(result.shards)} shards, "
-                         f"{result.bytes:,} bytes in {result.seconds:.2f}s via {result.method}")  # fmt: skip
+        context.log.info(
+            f"{provider}: {result.rows:,} rows, {len(result.shards)} shards, "
+            f"{result.bytes:,} bytes in {result.seconds:.2f}s via {result.method}"
+        )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows,
@@ -62,9 +78,10 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
                 "method": result.method,
                 "snapshot_rows": result.snapshot_rows,
                 "watermark_updated_on": result.max_updated_on.isoformat() if result.max_updated_on else "",
-                "shard_files": md_table(["shard", "rows", "bytes"],
-                                        [[s.name, f"{s.rows:,}", f"{s.bytes:,}"] for s in result.shards]
-                                        or [["(none)", 0, 0]]),  # fmt: skip
+                "shard_files": md_table(
+                    ["shard", "rows", "bytes"],
+                    [[s.name, f"{s.rows:,}", f"{s.bytes:,}"] for s in result.shards] or [["(none)", 0, 0]],
+                ),
                 "path": dg.MetadataValue.path(str(data_dir.layout.raw_dir(media.name, provider))),
             }
         )

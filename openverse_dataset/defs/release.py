@@ -1,6 +1,5 @@
 """License subsets, the dataset card and the release, per media type (not partitioned: they span providers)."""
 
-
 import json
 import os
 from datetime import UTC, date, datetime
@@ -58,8 +57,9 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
             "license and provider come from DuckDB reading the Parquet files."
         ),
     )
-    def _subsets(context: dg.AssetExecutionContext, data_dir: DataDirResource,
-                 duckdb: DuckDBResource) -> dg.MaterializeResult:  # fmt: skip
+    def _subsets(
+        context: dg.AssetExecutionContext, data_dir: DataDirResource, duckdb: DuckDBResource
+    ) -> dg.MaterializeResult:
         providers = current_providers(data_dir, media)
         with duckdb.get_connection() as conn:
             stats = compute_subsets(conn, data_dir.layout, media.name, providers)
@@ -71,8 +71,10 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.rows,
-                "configs": md_table(["config", "licenses", "rows"],
-                                    [[c.name, ", ".join(c.slugs), f"{c.rows:,}"] for c in stats.configs]),  # fmt: skip
+                "configs": md_table(
+                    ["config", "licenses", "rows"],
+                    [[c.name, ", ".join(c.slugs), f"{c.rows:,}"] for c in stats.configs],
+                ),
                 **{f"rows_{c.name}": c.rows for c in stats.configs},
                 "rows_by_license": counts_table(stats.rows_by_license(), "license"),
                 "rows_by_provider": counts_table(stats.rows_by_provider(), "provider"),
@@ -98,11 +100,17 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
             "columns, what each license allows, how to attribute, how to report a work or opt out."
         ),
     )
-    def _card(context: dg.AssetExecutionContext, data_dir: DataDirResource,
-              publish_target: PublishTargetResource) -> dg.MaterializeResult:  # fmt: skip
+    def _card(
+        context: dg.AssetExecutionContext, data_dir: DataDirResource, publish_target: PublishTargetResource
+    ) -> dg.MaterializeResult:
         stats = load_stats(data_dir, media)
-        text = render_card(media, stats, repo_id=repo_id(media, publish_target), release_date=release_date(),
-                           cleaning=stats.rejected_by_reason)  # fmt: skip
+        text = render_card(
+            media,
+            stats,
+            repo_id=repo_id(media, publish_target),
+            release_date=release_date(),
+            cleaning=stats.rejected_by_reason,
+        )
         path = data_dir.layout.card_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -134,8 +142,9 @@ def release_asset(media: MediaType) -> dg.AssetsDefinition:
             "readers see the previous release or this one, never a mix."
         ),
     )
-    def _release(context: dg.AssetExecutionContext, data_dir: DataDirResource,
-                 publish_target: PublishTargetResource) -> dg.MaterializeResult:  # fmt: skip
+    def _release(
+        context: dg.AssetExecutionContext, data_dir: DataDirResource, publish_target: PublishTargetResource
+    ) -> dg.MaterializeResult:
         stats = load_stats(data_dir, media)
         files = release_files(data_dir.layout, stats, data_dir.layout.card_file(media.name))
         kind, where = publish_target.resolved()
@@ -154,8 +163,10 @@ def release_asset(media: MediaType) -> dg.AssetsDefinition:
                 "bytes": sum(f.size for f in files),
                 **{f"files_{k}": v for k, v in plan.summary().items()},
                 **{f"bytes_{k}": v for k, v in plan.bytes.items()},
-                "plan": md_table(["action", "files", "bytes"],
-                                 [[k, v, f"{plan.bytes[k]:,}"] for k, v in plan.summary().items()]),  # fmt: skip
+                "plan": md_table(
+                    ["action", "files", "bytes"],
+                    [[k, v, f"{plan.bytes[k]:,}"] for k, v in plan.summary().items()],
+                ),
             }
         )
 

@@ -5,7 +5,6 @@ URLs with passwords) are passed as `dg.EnvVar`, so the UI and run config show th
 value.
 """
 
-
 import fcntl
 import os
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Sensors: discover new providers in the catalog and start their refresh without anyone clicking."""
 
-
 import dagster as dg
 
 from openverse_dataset.catalog.providers import discover_providers

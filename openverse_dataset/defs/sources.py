@@ -1,13 +1,19 @@
 """The catalog side of each chain: which providers exist (partitions) and which works must not be published."""
 
-
 import json
 
 import dagster as dg
 
 from openverse_dataset.catalog.providers import discover_providers
 from openverse_dataset.catalog.takedowns import snapshot_takedowns
-from openverse_dataset.defs.common import CATALOG_POOL, OWNERS, PROVIDER_PARTITIONS, counts_table, key, md_table
+from openverse_dataset.defs.common import (
+    CATALOG_POOL,
+    OWNERS,
+    PROVIDER_PARTITIONS,
+    counts_table,
+    key,
+    md_table,
+)
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, catalog_kind
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
@@ -54,8 +60,9 @@ def providers_asset(media: MediaType) -> dg.AssetsDefinition:
                 "dagster/row_count": len(found.providers),
                 "providers": md_table(["provider"], [[p] for p in found.providers]),
                 "new_providers": len(new),
-                "refused_providers": md_table(["provider", "why"], [[repr(k), v] for k, v in found.refused.items()]
-                                              or [["(none)", ""]]),  # fmt: skip
+                "refused_providers": md_table(
+                    ["provider", "why"], [[repr(k), v] for k, v in found.refused.items()] or [["(none)", ""]]
+                ),
                 "rows_without_provider": found.rows_without_provider,
                 "catalog": catalog.display(),
             }
@@ -78,8 +85,9 @@ def takedowns_asset(media: MediaType) -> dg.AssetsDefinition:
             "The clean step excludes them, and the release checks none slipped through."
         ),
     )
-    def _takedowns(context: dg.AssetExecutionContext, catalog: CatalogResource,
-                   data_dir: DataDirResource) -> dg.MaterializeResult:  # fmt: skip
+    def _takedowns(
+        context: dg.AssetExecutionContext, catalog: CatalogResource, data_dir: DataDirResource
+    ) -> dg.MaterializeResult:
         snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, data_dir.layout)
         context.log.info(f"takedown snapshot: {snap.counts}")
         return dg.MaterializeResult(

@@ -15,8 +15,15 @@ from openverse_dataset.media import COLUMN_DOCS, MediaType
 from openverse_dataset.release.subsets import SubsetStats
 from openverse_dataset.transform.clean import REJECT_REASONS, output_columns
 
-SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]  # fmt: skip
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
 
 
 def size_category(n: int) -> str:
@@ -84,8 +91,9 @@ authority, not the repository's `license:` field. What the license elements mean
 """
 
 
-def render_card(media: MediaType, stats: SubsetStats, *, repo_id: str, release_date: date,
-                cleaning: dict | None = None) -> str:  # fmt: skip
+def render_card(
+    media: MediaType, stats: SubsetStats, *, repo_id: str, release_date: date, cleaning: dict | None = None
+) -> str:
     """The whole README.md: YAML front matter and a body generated from `stats` (and cleaning counts)."""
     meta = front_matter(media, stats)
     fm = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
@@ -122,9 +130,16 @@ def render_card(media: MediaType, stats: SubsetStats, *, repo_id: str, release_d
         "",
         _table(
             ["config", "what it holds", "licenses", "rows"],
-            [[f"`{c.name}`" + (" (default)" if c.default else ""), c.description, ", ".join(c.slugs), _n(c.rows)]
-             for c in stats.configs],
-        ),  # fmt: skip
+            [
+                [
+                    f"`{c.name}`" + (" (default)" if c.default else ""),
+                    c.description,
+                    ", ".join(c.slugs),
+                    _n(c.rows),
+                ]
+                for c in stats.configs
+            ],
+        ),
         "",
     ]
     absent = [c.name for c in lic.all_configs() if c.name not in {x.name for x in stats.configs}]

@@ -77,8 +77,9 @@ def clean_files(layout: DataLayout, media: str, providers: list[str]) -> dict[st
     return {p: sorted(layout.clean_dir(media, p).glob("*/part-*.parquet")) for p in providers}
 
 
-def compute_subsets(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str,
-                    providers: list[str]) -> SubsetStats:  # fmt: skip
+def compute_subsets(
+    conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str, providers: list[str]
+) -> SubsetStats:
     """Count rows per (license, provider) and per config from the cleaned files of `providers`."""
     files = clean_files(layout, media, providers)
     paths = [str(f) for fs in files.values() for f in fs]
@@ -96,8 +97,9 @@ def compute_subsets(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: 
             "t",
             "select license, license_version, license_jurisdiction, count(*) from t group by all order by all",
         ).fetchall()
-        per_lv = [{"license": a, "license_version": b, "license_jurisdiction": c, "rows": int(n)}
-                  for a, b, c, n in rows]  # fmt: skip
+        per_lv = [
+            {"license": a, "license_version": b, "license_jurisdiction": c, "rows": int(n)} for a, b, c, n in rows
+        ]
     stats = SubsetStats(
         media=media,
         providers=[p for p in providers if p not in missing],

@@ -35,8 +35,9 @@ def release_files(layout: DataLayout, stats: SubsetStats, card_path: Path) -> li
         clean = layout.clean_dir(stats.media, provider)
         for shard in sorted(clean.glob("*/part-*.parquet")):
             slug = lic.slug_for_folder(shard.parent.name)
-            out.append(TreeFile(release_path(slug, provider, shard.name), str(shard), shard.stat().st_size,
-                                sha256_file(shard)))  # fmt: skip
+            out.append(
+                TreeFile(release_path(slug, provider, shard.name), str(shard), shard.stat().st_size, sha256_file(shard))
+            )
     out.append(TreeFile(CARD, str(card_path), card_path.stat().st_size, sha256_file(card_path)))
     return sorted(out, key=lambda f: f.path)
 

@@ -58,15 +58,32 @@ TAG = pl.Struct({"name": pl.String, "provider": pl.String, "accuracy": pl.Float6
 TAGS = pl.List(TAG)
 _DECODED = pl.Struct({"tags": TAGS, "malformed": pl.Boolean, "unicode": pl.Boolean})
 
-TAG_DENYLIST = ["no person", "squareformat", "uploaded:by=flickrmobile", "uploaded:by=instagram",
-                "flickriosapp:filter=flamingo", "by"]  # fmt: skip
-TAG_DENY_SUBSTRINGS = ["flickriosapp", "uploaded", ":", "=", "cc0", "by-nc", "by-nd", "by-sa", "by-nc-nd",
-                       "by-nc-sa", "pdm"]  # fmt: skip
+TAG_DENYLIST = [
+    "no person",
+    "squareformat",
+    "uploaded:by=flickrmobile",
+    "uploaded:by=instagram",
+    "flickriosapp:filter=flamingo",
+    "by",
+]
+TAG_DENY_SUBSTRINGS = [
+    "flickriosapp",
+    "uploaded",
+    ":",
+    "=",
+    "cc0",
+    "by-nc",
+    "by-nd",
+    "by-sa",
+    "by-nc-nd",
+    "by-nc-sa",
+    "pdm",
+]
 TAG_MIN_ACCURACY = 0.90
 TAG_DENY_PROVIDERS = ["rekognition"]
 
 _ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
-_SLOW_TAGS = r'"name"\s*:\s*[^"\s]|\\\\x[0-9A-Fa-f]{2}'
+_SLOW_TAGS = r'"name"\s*:\s*[^"\s]|"accuracy"\s*:\s*"|\\\\x[0-9A-Fa-f]{2}'
 
 
 def unescape_bytes(name: str) -> str:
@@ -157,10 +174,12 @@ def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     s = pl.when(s != "").then(s)
     has_scheme = s.str.contains(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
     fixed = (
-        pl.when(has_scheme).then(s)
-        .when(s.str.starts_with("//")).then(pl.lit("https:") + s)
+        pl.when(has_scheme)
+        .then(s)
+        .when(s.str.starts_with("//"))
+        .then(pl.lit("https:") + s)
         .otherwise(pl.lit("https://") + s)
-    )  # fmt: skip
+    )
     valid = fixed.str.contains(r"^(?i:https?)://[^\s/?#@]+\.[^\s/?#@]*[^\s/?#@.]")
     return fixed, s.is_not_null() & ~has_scheme, valid
 
@@ -176,15 +195,18 @@ def _filetype(media: MediaType) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
     raw = pl.col("filetype")
     given = raw.str.strip_chars().str.to_lowercase().replace(aliases)
     given = pl.when(given != "").then(given)
-    ext = (
-        pl.col("url").str.extract(r"\.([A-Za-z0-9]{1,5})(?:[?#].*)?$").str.to_lowercase().replace(aliases)
-    )
+    ext = pl.col("url").str.extract(r"\.([A-Za-z0-9]{1,5})(?:[?#].*)?$").str.to_lowercase().replace(aliases)
     known = list(media.filetypes)
     final = pl.when(given.is_in(known)).then(given).when(given.is_null() & ext.is_in(known)).then(ext)
     normalised = given.is_in(known) & (given != raw)
     from_url = given.is_null() & ext.is_in(known)
     dropped = given.is_not_null() & ~given.is_in(known)
-    return final.alias("filetype"), normalised.fill_null(False), from_url.fill_null(False), dropped.fill_null(False)
+    return (
+        final.alias("filetype"),
+        normalised.fill_null(False),
+        from_url.fill_null(False),
+        dropped.fill_null(False),
+    )
 
 
 def _license_columns() -> list[pl.Expr]:
@@ -216,11 +238,15 @@ def _license_columns() -> list[pl.Expr]:
     known = slug.is_in(list(lic.LICENSES)).fill_null(False)
     served = slug.is_in([s for s, x in lic.LICENSES.items() if x.served]).fill_null(False)
     reason = (
-        pl.when(~known).then(pl.lit("unknown_license"))
-        .when(~served).then(pl.lit("license_not_served"))
-        .when(final_ver.is_null() & ver.is_null()).then(pl.lit("missing_license_version"))
-        .when(final_ver.is_null()).then(pl.lit("invalid_license_version"))
-    )  # fmt: skip
+        pl.when(~known)
+        .then(pl.lit("unknown_license"))
+        .when(~served)
+        .then(pl.lit("license_not_served"))
+        .when(final_ver.is_null() & ver.is_null())
+        .then(pl.lit("missing_license_version"))
+        .when(final_ver.is_null())
+        .then(pl.lit("invalid_license_version"))
+    )
     return [
         slug.alias("_slug"),
         final_ver.alias("_ver"),
@@ -240,13 +266,11 @@ def _license_columns() -> list[pl.Expr]:
 def _license_url_and_attribution() -> list[pl.Expr]:
     slug, ver, jur = pl.col("_slug"), pl.col("_ver"), pl.col("_jur")
     url_path_slug = pl.when((slug == "by-nc-nd") & (ver == "1.0")).then(pl.lit("by-nd-nc")).otherwise(slug)
-    built = (
-        pl.when(slug == "cc0").then(pl.lit("https://creativecommons.org/publicdomain/zero/") + ver + "/")
-        .when(slug == "pdm").then(pl.lit("https://creativecommons.org/publicdomain/mark/") + ver + "/")
-        .otherwise(pl.concat_str([pl.lit("https://creativecommons.org/licenses/"), url_path_slug, pl.lit("/"),
-                                  ver, pl.lit("/")]))
-        + pl.when(jur != "").then(jur + "/").otherwise(pl.lit(""))
-    )  # fmt: skip
+    built = pl.when(slug == "cc0").then(pl.lit("https://creativecommons.org/publicdomain/zero/") + ver + "/").when(
+        slug == "pdm"
+    ).then(pl.lit("https://creativecommons.org/publicdomain/mark/") + ver + "/").otherwise(
+        pl.concat_str([pl.lit("https://creativecommons.org/licenses/"), url_path_slug, pl.lit("/"), ver, pl.lit("/")])
+    ) + pl.when(jur != "").then(jur + "/").otherwise(pl.lit(""))
     # Openverse's API prefers the catalog's own license_url when it names the same license.
     consistent = (pl.col("_url_slug") == slug) & (pl.col("_url_ver") == ver) & (pl.col("_url_jur") == jur)
     url = pl.when(consistent.fill_null(False)).then(pl.col("_meta_url")).otherwise(built)
@@ -278,12 +302,34 @@ def output_columns(media: MediaType) -> list[str]:
     """Columns of a cleaned row, in file order: what the published dataset holds."""
     specific = [name for name, _ in media.specific_columns]
     return [
-        "identifier", "provider", "source", "foreign_identifier", "title", "creator", "creator_url",
-        "license", "license_version", "license_jurisdiction", "license_url", "attribution",
-        "foreign_landing_url", "url", "thumbnail", *specific, "filesize", "filetype", "category", "tags",
-        "meta_data", "watermarked", "standardized_popularity", "ingestion_type", "created_on", "updated_on",
+        "identifier",
+        "provider",
+        "source",
+        "foreign_identifier",
+        "title",
+        "creator",
+        "creator_url",
+        "license",
+        "license_version",
+        "license_jurisdiction",
+        "license_url",
+        "attribution",
+        "foreign_landing_url",
+        "url",
+        "thumbnail",
+        *specific,
+        "filesize",
+        "filetype",
+        "category",
+        "tags",
+        "meta_data",
+        "watermarked",
+        "standardized_popularity",
+        "ingestion_type",
+        "created_on",
+        "updated_on",
         "last_synced_with_source",
-    ]  # fmt: skip
+    ]
 
 
 def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame) -> pl.LazyFrame:
@@ -333,18 +379,18 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame) -> 
         ft_norm.alias("_fix_filetype_normalised"),
         ft_url.alias("_fix_filetype_from_url"),
         ft_drop.alias("_fix_filetype_dropped"),
-        (cat.is_not_null() & (cat != "") & ~cat.is_in(list(media.categories))).fill_null(False)
+        (cat.is_not_null() & (cat != "") & ~cat.is_in(list(media.categories)))
+        .fill_null(False)
         .alias("_fix_category_dropped"),
         (pl.col("meta_data").str.json_path_match("$.mature").str.to_lowercase() == "true")
-        .fill_null(False).alias("_mature_by_provider"),
+        .fill_null(False)
+        .alias("_mature_by_provider"),
         *_license_columns(),
-    ]  # fmt: skip
+    ]
     lf = lf.with_columns(exprs)
 
     decoded = pl.col("_decoded").struct.field("tags")
-    decoded = decoded.list.eval(
-        pl.element().struct.with_fields(pl.field("name").str.strip_chars().alias("name"))
-    )
+    decoded = decoded.list.eval(pl.element().struct.with_fields(pl.field("name").str.strip_chars().alias("name")))
     kept = decoded.list.eval(pl.element().filter(_keep_tag()))
     lf = lf.with_columns(
         pl.when(kept.list.len() > 0).then(kept).alias("tags"),
@@ -354,13 +400,18 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame) -> 
     ).with_columns((pl.col("_tags_dropped") > 0).alias("_fix_tags_filtered"))
 
     reject = (
-        pl.when(pl.col("_takedown").is_not_null()).then(pl.col("_takedown"))
-        .when(pl.col("_mature_by_provider")).then(pl.lit("mature_by_provider"))
-        .when(pl.col("removed_from_source").fill_null(False)).then(pl.lit("removed_from_source"))
-        .when(pl.col("_url_missing")).then(pl.lit("missing_url"))
-        .when(~pl.col("_url_valid")).then(pl.lit("invalid_url"))
+        pl.when(pl.col("_takedown").is_not_null())
+        .then(pl.col("_takedown"))
+        .when(pl.col("_mature_by_provider"))
+        .then(pl.lit("mature_by_provider"))
+        .when(pl.col("removed_from_source").fill_null(False))
+        .then(pl.lit("removed_from_source"))
+        .when(pl.col("_url_missing"))
+        .then(pl.lit("missing_url"))
+        .when(~pl.col("_url_valid"))
+        .then(pl.lit("invalid_url"))
         .otherwise(pl.col("_license_reject"))
-    )  # fmt: skip
+    )
     lf = lf.with_columns(reject.alias("_reject"))
     # Dedupe among rows that survived every other rule; null keys (no foreign_identifier) never collide.
     key = pl.when(pl.col("_reject").is_null() & pl.col("foreign_identifier").is_not_null()).then(
@@ -380,18 +431,31 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame) -> 
 
 
 FIX_COLUMNS = [f"_fix_{k}" for k in REPAIRS]
-REJECT_COLUMNS = ["identifier", "provider", "source", "foreign_identifier", "reason", "raw_license",
-                  "raw_license_version", "raw_url", "title", "updated_on"]  # fmt: skip
+REJECT_COLUMNS = [
+    "identifier",
+    "provider",
+    "source",
+    "foreign_identifier",
+    "reason",
+    "raw_license",
+    "raw_license_version",
+    "raw_url",
+    "title",
+    "updated_on",
+]
 
 
 def reject_frame(df: pl.DataFrame) -> pl.DataFrame:
     """The exclusion output for rejected rows: who, why, and the raw values the rules looked at."""
     return df.select(
-        "identifier", "provider", "source", "foreign_identifier",
+        "identifier",
+        "provider",
+        "source",
+        "foreign_identifier",
         pl.col("_reject").alias("reason"),
         pl.col("_raw_license").alias("raw_license"),
         pl.col("_raw_license_version").alias("raw_license_version"),
         pl.col("_raw_url").alias("raw_url"),
-        "title", "updated_on",
-    )  # fmt: skip
-
+        "title",
+        "updated_on",
+    )

@@ -124,7 +124,9 @@ def clean_partition(
             bad = batch.filter(pl.col("_reject").is_not_null())
             if bad.height:
                 result.rejected.update(dict(bad["_reject"].value_counts().iter_rows()))
-                rejects.write(reject_frame(bad).select(REJECT_COLUMNS).to_arrow(compat_level=ARROW_COMPAT).cast(rej_schema))
+                rejects.write(
+                    reject_frame(bad).select(REJECT_COLUMNS).to_arrow(compat_level=ARROW_COMPAT).cast(rej_schema)
+                )
             if kept.height:
                 result.kept += kept.height
                 if len(result.preview) < 5:
@@ -132,8 +134,9 @@ def clean_partition(
                 for (slug,), part in kept.partition_by("license", as_dict=True, maintain_order=True).items():
                     folder = license_folder(slug)
                     if folder not in writers:
-                        writers[folder] = ShardWriter(clean_staging / folder, schema, shard_bytes=shard_bytes,
-                                                      row_group_rows=row_group_rows)  # fmt: skip
+                        writers[folder] = ShardWriter(
+                            clean_staging / folder, schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows
+                        )
                     writers[folder].write(part.to_arrow(compat_level=ARROW_COMPAT).cast(schema))
                     result.by_license[slug] += part.height
             if progress:

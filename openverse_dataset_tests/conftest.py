@@ -1,0 +1,73 @@
+"""Shared fixtures: demo rows as polars frames, an isolated environment, a throwaway PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from openverse_dataset.catalog.seed import demo_rows
+from openverse_dataset.media import AUDIO, IMAGE, MediaType
+
+PG_ADMIN_URL = os.environ.get("OPENVERSE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def raw_frame(media: MediaType) -> pl.DataFrame:
+    """The shipped sample rows as a raw-extract frame (JSON columns as text, as the extract writes them)."""
+    import json
+
+    rows = []
+    for r in demo_rows(media):
+        for c in media.json_columns:
+            if r[c] is not None:
+                r[c] = json.dumps(r[c])
+        rows.append(r)
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.Table.from_pylist(rows, schema=media.raw_schema))
+
+
+@pytest.fixture(scope="session")
+def image_raw() -> pl.DataFrame:
+    return raw_frame(IMAGE)
+
+
+@pytest.fixture(scope="session")
+def audio_raw() -> pl.DataFrame:
+    return raw_frame(AUDIO)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clean OPENVERSE_* environment with the data directory in tmp_path; returns the data directory."""
+    for k in list(os.environ):
+        if k.startswith("OPENVERSE_") or k == "DAGSTER_HOME":
+            monkeypatch.delenv(k, raising=False)
+    data = tmp_path / "data"
+    monkeypatch.setenv("OPENVERSE_DATA_DIR", str(data))
+    monkeypatch.setenv("OPENVERSE_RELEASE_DATE", "2026-11-27")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return data
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of the test's own on 127.0.0.1:5432, dropped afterwards."""
+    name = f"openverse_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
