@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.defs.common import (
     OWNERS,
     PROVIDER_PARTITIONS,
@@ -10,7 +11,7 @@ from openverse_dataset.defs.common import (
     key,
     preview_md,
 )
-from openverse_dataset.defs.resources import DataDirResource
+from openverse_dataset.defs.resources import CatalogResource, DataDirResource
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.transform.clean import REJECT_REASONS, REPAIRS
 from openverse_dataset.transform.partition import clean_partition, clean_schema, reject_schema
@@ -69,9 +70,13 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
             ),
         ],
     )
-    def _clean(context: dg.AssetExecutionContext, data_dir: DataDirResource):
+    def _clean(context: dg.AssetExecutionContext, data_dir: DataDirResource, catalog: CatalogResource):
         provider = context.partition_key
         layout = data_dir.layout
+        if not layout.takedowns_file(media.name).exists():
+            # Never clean without the exclusion list: take the snapshot the takedowns asset would take.
+            snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, layout)
+            context.log.warning(f"no takedown snapshot yet; took one now: {snap.counts}")
 
         def progress(rows: int, seconds: float) -> None:
             context.log.info(
