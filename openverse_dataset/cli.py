@@ -58,11 +58,21 @@ def _failed_steps(result) -> list[str]:
     return out
 
 
-def build(media_names: Sequence[str], providers: Sequence[str] | None, verbose: bool = False) -> int:
+def _publish_config(media: str, verbose: bool, dry_run: bool) -> dict | None:
+    """Run config of the publish job: quiet logs unless verbose, and the release's dry-run switch."""
+    config: dict = {} if verbose else dict(QUIET_LOGS)
+    if dry_run:
+        config["ops"] = {f"{media}__release": {"config": {"dry_run": True}}}
+    return config or None
+
+
+def build(
+    media_names: Sequence[str], providers: Sequence[str] | None, verbose: bool = False, dry_run: bool = False
+) -> int:
     """Discover, refresh every (or the named) provider partition, publish; print a summary. 0 on success."""
     from openverse_dataset.definitions import defs as load_defs
     from openverse_dataset.defs.common import key
-    from openverse_dataset.defs.jobs import discover_job_name, publish_job_name, refresh_job_name
+    from openverse_dataset.defs.jobs import discover_job_name, refresh_job_name
     from openverse_dataset.defs.resources import build_resources
 
     defs = load_defs()
@@ -111,15 +121,69 @@ def build(media_names: Sequence[str], providers: Sequence[str] | None, verbose: 
                     if not r.success:
                         failures += [f"{media}/{p}: {f}" for f in _failed_steps(r)] or [f"{media}/{p} failed"]
                     bar.advance(task)
-            r = defs.resolve_job_def(publish_job_name(media)).execute_in_process(
-                instance=instance, raise_on_error=False, run_config=run_config
-            )
-            problems = _failed_steps(r)
-            if not r.success or problems:
-                failures += [f"{media} publish: {f}" for f in problems] or [f"{media} publish failed"]
+            failures += _run_publish(defs, instance, media, verbose, dry_run)
             summary[media] = _media_summary(layout, media, resources)
+            plan_file = layout.root / "releases" / media / "plan.json"
+            if dry_run and plan_file.exists():
+                _print_plan(Console(), media, json.loads(plan_file.read_text()))
     _print_summary(summary, failures, time.perf_counter() - start)
     return 1 if failures else 0
+
+
+def _run_publish(defs, instance, media: str, verbose: bool, dry_run: bool) -> list[str]:
+    from openverse_dataset.defs.jobs import publish_job_name
+
+    r = defs.resolve_job_def(publish_job_name(media)).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=_publish_config(media, verbose, dry_run)
+    )
+    problems = _failed_steps(r)
+    if not r.success or problems:
+        return [f"{media} publish: {f}" for f in problems] or [f"{media} publish failed"]
+    return []
+
+
+def publish(media_names: Sequence[str], verbose: bool = False, dry_run: bool = False) -> int:
+    """Publish (or with `dry_run`, only plan) the releases from the cleaned data already built; print the plan."""
+    from openverse_dataset.definitions import defs as load_defs
+    from openverse_dataset.defs.resources import build_resources
+    from openverse_dataset.release.removals import releases_dir
+
+    defs = load_defs()
+    layout = build_resources()["data_dir"].layout
+    failures: list[str] = []
+    out = Console()
+    with ExitStack() as stack:
+        instance = _instance(stack)
+        for media in media_names:
+            if not layout.providers_file(media).exists():
+                failures.append(f"{media}: nothing built yet (run `openverse-dataset build --media {media}` first)")
+                continue
+            failures += _run_publish(defs, instance, media, verbose, dry_run)
+            plan_file = releases_dir(layout, media) / "plan.json"
+            if plan_file.exists():
+                _print_plan(out, media, json.loads(plan_file.read_text()))
+    for f in failures:
+        out.print(f"[bold red]FAILED[/bold red] {f}", soft_wrap=True)
+    return 1 if failures else 0
+
+
+def _print_plan(out: Console, media: str, record: dict) -> None:
+    plan = record["plan"]
+    verb = "would change (dry run)" if record["dry_run"] else "changed"
+    out.print(f"[bold]{media}[/bold] -> {record['target']}: {verb}", soft_wrap=True)
+    if record.get("repository"):
+        out.print(f"  repository: {record['repository']}", soft_wrap=True)
+    if record.get("tag"):
+        out.print(f"  tag: {record['tag']}  commit: {record.get('commit')}", soft_wrap=True)
+    t = Table(show_edge=False)
+    for col, just in (("action", "left"), ("files", "right"), ("bytes", "right")):
+        t.add_column(col, justify=just)
+    for action in ("add", "replace", "delete", "keep"):
+        t.add_row(action, str(len(plan[action])), f"{plan['bytes'][action]:,}")
+    out.print(t)
+    for action in ("add", "replace", "delete"):
+        for path in plan[action]:
+            out.print(f"  {action:<7} {path}", soft_wrap=True)
 
 
 def _media_summary(layout, media: str, resources: dict) -> dict:
@@ -178,14 +242,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     b.add_argument("--provider", action="append", help="only refresh these providers (repeatable)")
     b.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own logs")
-    b.set_defaults(fn=lambda a: build(a.media or list(MEDIA_TYPES), a.provider, a.verbose))
+    b.add_argument("--dry-run", action="store_true", help="refresh locally, but only plan the release")
+    b.set_defaults(fn=lambda a: build(a.media or list(MEDIA_TYPES), a.provider, a.verbose, a.dry_run))
+    u = sub.add_parser("publish", help="publish the releases from the cleaned data already built")
+    u.add_argument(
+        "--media", choices=sorted(MEDIA_TYPES), action="append", help="media type to publish (repeatable; default: all)"
+    )
+    u.add_argument("--dry-run", action="store_true", help="print the plan (files and bytes per action), change nothing")
+    u.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own logs")
+    u.set_defaults(fn=lambda a: publish(a.media or list(MEDIA_TYPES), a.verbose, a.dry_run))
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
     except Exception as exc:  # a clear one-line error, never a traceback with a connection string
         from openverse_dataset.catalog.connect import CatalogError
 
-        if isinstance(exc, CatalogError | ValueError | FileNotFoundError):
+        if isinstance(exc, CatalogError | ValueError | FileNotFoundError):  # HubConfigError is a ValueError
             console.print(f"[bold red]error:[/bold red] {exc}")
             return 2
         raise

@@ -57,6 +57,10 @@ class DataLayout:
     def rejects_dir(self, media: str, provider: str) -> Path:
         return self._inside("rejects", media, segment(provider))
 
+    def dump_dir(self, media: str, provider: str) -> Path:
+        """Raw shards filtered of takedowns for the S3 dump (only those that needed filtering)."""
+        return self._inside("dumps", media, segment(provider))
+
     def takedowns_file(self, media: str) -> Path:
         return self._inside("takedowns", f"{media}.parquet")
 

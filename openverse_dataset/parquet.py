@@ -60,7 +60,7 @@ class ShardWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._writer: pq.ParquetWriter | None = None
-        self._sink = None
+        self._sink: pa.NativeFile | None = None
         self._rows_in_shard = 0
         self.rows = 0
 
@@ -78,16 +78,31 @@ class ShardWriter:
             self._flush(self.row_group_rows)
 
     def _flush(self, n: int) -> None:
-        table = pa.Table.from_batches(self._pending, schema=self.schema)
-        head, tail = table.slice(0, n), table.slice(n)
+        # One contiguous row group whatever batches arrived: page and CDC boundaries then depend only on the rows.
+        # Columns are combined one at a time and the incoming chunks of each are released as soon as it is
+        # copied, so the peak is one row group plus one column, not two row groups.
+        pending = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._pending = []
+        heads, tails = [], []
+        for _ in range(pending.num_columns):
+            col = pending.column(0)
+            heads.append(col.slice(0, n).combine_chunks())
+            tails.append(col.slice(n))
+            pending = pending.remove_column(0)
+            del col
+        group = pa.Table.from_arrays(heads, schema=self.schema)
+        tail = pa.Table.from_arrays(tails, schema=self.schema)
+        del heads, tails, pending
         self._pending = tail.to_batches()
         self._pending_rows = tail.num_rows
+        del tail
         if self._writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / f"{self.prefix}-{len(self.shards):05d}.parquet"
-            self._sink = open(path, "wb")  # noqa: SIM115 - closed in _close_shard
+            self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
             self._writer = pq.ParquetWriter(self._sink, self.schema, **WRITER_OPTIONS)
-        self._writer.write_table(head.combine_chunks(), row_group_size=n)
+        self._writer.write_table(group, row_group_size=n)
+        del group
         self._rows_in_shard += n
         self.rows += n
         if self._sink.tell() >= self.shard_bytes:

@@ -68,15 +68,15 @@ def test_definitions_load_and_jobs_are_named(env):
 
 def test_provider_sensor_adds_partitions_and_requests_runs_once(env):
     defs = load_defs()
-    sensor = defs.resolve_sensor_def("audio_new_providers")
+    sensor = defs.resolve_sensor_def("audio_stale_providers")
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance, resources=build_resources())
         result = sensor(ctx)
         assert [r.partition_key for r in result.run_requests] == ["jamendo"]
         assert result.dynamic_partitions_requests[0].partition_keys == ["jamendo"]
         instance.add_dynamic_partitions(PROVIDER_PARTITIONS["audio"].name, ["jamendo"])
-        again = sensor(dg.build_sensor_context(instance=instance, resources=build_resources()))
-        assert not again.run_requests and "no new providers" in again.skip_reason.skip_message
+        again = sensor(dg.build_sensor_context(instance=instance, resources=build_resources(), cursor=result.cursor))
+        assert not again.run_requests and not again.dynamic_partitions_requests
 
 
 def test_materialize_one_partition_like_the_ui(env):

@@ -6,11 +6,22 @@ Two readers produce the same Arrow batches from the same SELECT (built once with
 - generic path: a SQLAlchemy server-side cursor (`stream_results`) in `partitions(N)` batches, for SQLite and any
   other database.
 Both read one snapshot (REPEATABLE READ on PostgreSQL) and record its watermark (rows, max `updated_on`).
+
+On the fast path a reader thread fetches while the main thread encodes Parquet (both release the GIL), so
+libpq parsing and zstd run on two cores. With `readers > 1` the partition fans out over identifier ranges:
+a coordinator exports its snapshot (`pg_export_snapshot()`), each reader connection imports it, and the
+ranges are written strictly in identifier order. A reader that runs ahead blocks on a small per-range queue
+while its server backend finishes the scan and sort, so the parallelism is server-side and client memory stays
+bounded by readers x queue depth x batch size, whatever the partition size. The output is byte-identical to a
+single reader's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +38,9 @@ from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
 
 DEFAULT_BATCH_ROWS = 50_000
+QUEUE_BATCHES = 2  # batches a reader may hold ahead of the writer, per range
+ADBC_BATCH_BYTES = 4 << 20  # ADBC's batch size hint (default 16 MiB): smaller batches, less memory in flight
+_END = object()
 Progress = Callable[[int, float], None]  # (rows so far, seconds so far)
 
 
@@ -50,8 +64,11 @@ class ExtractResult:
         return sum(s.bytes for s in self.shards)
 
 
-def select_partition(media: MediaType, provider: str) -> sa.Select:
-    """The partition's rows, every column by name, uuid/jsonb as text, in a stable order (identifier)."""
+def select_partition(media: MediaType, provider: str, lower: str | None = None, upper: str | None = None) -> sa.Select:
+    """The partition's rows, every column by name, uuid/jsonb as text, in a stable order (identifier).
+
+    `lower` (inclusive) and `upper` (exclusive) restrict it to one identifier range of a fan-out.
+    """
     t = MEDIA_TABLES[media.name]
     cols = [
         sa.cast(t.c[f.name], sa.Text).label(f.name)
@@ -59,7 +76,29 @@ def select_partition(media: MediaType, provider: str) -> sa.Select:
         else t.c[f.name]
         for f in media.raw_schema
     ]
-    return sa.select(*cols).where(t.c.provider == provider).order_by(t.c.identifier)
+    stmt = sa.select(*cols).where(t.c.provider == provider)
+    if lower is not None:
+        stmt = stmt.where(t.c.identifier >= lower)
+    if upper is not None:
+        stmt = stmt.where(t.c.identifier < upper)
+    return stmt.order_by(t.c.identifier)
+
+
+def identifier_ranges(n: int) -> list[tuple[str | None, str | None]]:
+    """`n` contiguous ranges covering the uuid space in order, split evenly by value.
+
+    Openverse identifiers are random (v4) UUIDs, so equal slices of the value space hold about equal rows
+    without a query to find split points; PostgreSQL orders uuids by their bytes, i.e. by their hex text.
+    """
+    if n <= 1:
+        return [(None, None)]
+    cuts = [_uuid_text(k * (1 << 128) // n) for k in range(1, n)]
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
+def _uuid_text(value: int) -> str:
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def select_watermark(media: MediaType, provider: str) -> sa.Select:
@@ -104,24 +143,144 @@ def _adbc_uri(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+def _malloc_trimmer() -> Callable[[], None]:
+    """glibc's `malloc_trim`, or a no-op elsewhere.
+
+    ADBC allocates batches with malloc in the reader threads; the writer frees them in the main thread, so
+    each reader's malloc arena keeps the freed pages. Trimming once per row group returns them to the OS,
+    which keeps peak RSS flat in the number of readers and the partition size.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+def _adbc_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("adbc_driver")
+
+
+class _RangeReader(threading.Thread):
+    """Streams its share of the ranges (k, k + readers, ...) into one bounded queue per range."""
+
+    def __init__(
+        self,
+        uri: str,
+        media: MediaType,
+        provider: str,
+        ranges: list[tuple[int, str | None, str | None]],
+        queues: list[queue.Queue],
+        stop: threading.Event,
+        snapshot: str | None,
+        watermark: list | None,
+    ) -> None:
+        super().__init__(daemon=True, name=f"extract-reader-{ranges[0][0]}")
+        self.uri, self.media, self.provider = uri, media, provider
+        self.ranges, self.queues, self.stop = ranges, queues, stop
+        self.snapshot, self.watermark = snapshot, watermark
+        self._cursor = None
+
+    def _put(self, k: int, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queues[k].put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def cancel(self) -> None:
+        """Ask the server to stop this reader's query (a sort can run for minutes before the first row)."""
+        cur = self._cursor
+        if cur is not None:
+            with contextlib.suppress(Exception):  # best effort: the thread also checks `stop` between batches
+                cur.adbc_cancel()
+
+    def run(self) -> None:
+        import adbc_driver_postgresql.dbapi as pgdbapi
+
+        schema = self.media.raw_schema
+        k = self.ranges[0][0]
+        try:
+            with pgdbapi.connect(self.uri) as conn, conn.cursor() as cur:
+                self._cursor = cur
+                # ADBC opens a transaction (autocommit off): make it REPEATABLE READ, on the coordinator's
+                # exported snapshot when there is one, so every range sees the same point in time.
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if self.snapshot:
+                    cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
+                if self.watermark is not None:
+                    cur.execute(_pg_sql(select_watermark(self.media, self.provider)))
+                    self.watermark.extend(cur.fetchone())
+                cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)})
+                for k, lower, upper in self.ranges:
+                    if self.stop.is_set():
+                        return
+                    cur.execute(_pg_sql(select_partition(self.media, self.provider, lower, upper)))
+                    for batch in cur.fetch_record_batch():
+                        if batch.num_rows and not self._put(k, batch.rename_columns(schema.names).cast(schema)):
+                            return  # the writer stopped: closing the connection ends the COPY and the snapshot
+                    self._put(k, _END)
+                conn.rollback()  # read-only: end the snapshot
+        except BaseException as exc:
+            if not self.stop.is_set():
+                self._put(k, exc)
+        finally:
+            self._cursor = None
+
+
 def _adbc_batches(
-    url: str, media: MediaType, provider: str, batch_rows: int, watermark: list
+    url: str, media: MediaType, provider: str, readers: int, watermark: list, extra: dict
 ) -> Iterator[pa.RecordBatch]:
+    """Arrow batches of the partition in identifier order, from `readers` connections on one snapshot."""
     import adbc_driver_postgresql.dbapi as pgdbapi
 
-    schema = media.raw_schema
-    with pgdbapi.connect(_adbc_uri(url)) as conn:
-        with conn.cursor() as cur:
-            # ADBC opens a transaction (autocommit off); make it one REPEATABLE READ snapshot for both queries.
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur.execute(_pg_sql(select_watermark(media, provider)))
-            watermark.extend(cur.fetchone())
-            cur.execute(_pg_sql(select_partition(media, provider)))
-            reader = cur.fetch_record_batch()
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch.rename_columns(schema.names).cast(schema)
-        conn.rollback()  # read-only: end the snapshot
+    uri = _adbc_uri(url)
+    ranges = identifier_ranges(readers)
+    extra["readers"] = len(ranges)
+    queues: list[queue.Queue] = [queue.Queue(maxsize=QUEUE_BATCHES) for _ in ranges]
+    stop = threading.Event()
+    threads: list[_RangeReader] = []
+    coordinator = None
+    try:
+        snapshot = None
+        if len(ranges) > 1:
+            coordinator = pgdbapi.connect(uri)
+            with coordinator.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute("SELECT pg_export_snapshot()")
+                snapshot = cur.fetchone()[0]
+                cur.execute(_pg_sql(select_watermark(media, provider)))
+                watermark.extend(cur.fetchone())
+        indexed = [(k, lo, hi) for k, (lo, hi) in enumerate(ranges)]
+        for j in range(min(readers, len(ranges))):
+            mine = indexed[j::readers]
+            threads.append(
+                _RangeReader(uri, media, provider, mine, queues, stop, snapshot, None if snapshot else watermark)
+            )
+        for t in threads:
+            t.start()
+        for q in queues:
+            while (item := q.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+    finally:
+        stop.set()
+        for t in threads:
+            if t.is_alive():
+                t.cancel()
+        for t in threads:
+            t.join()
+        if coordinator is not None:
+            try:
+                coordinator.rollback()
+            finally:
+                coordinator.close()
 
 
 def choose_method(url: str, method: str = "auto") -> str:
@@ -145,6 +304,7 @@ def extract_partition(
     layout: DataLayout,
     *,
     method: str = "auto",
+    readers: int = 1,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
@@ -154,31 +314,43 @@ def extract_partition(
     """Stream one provider's rows into shards in a staging folder, then swap the folder into place.
 
     A failure at any point leaves the previous shards untouched and no partial file in the partition folder.
-    `fail_after_rows` simulates a crash mid-partition (for tests).
+    `readers` > 1 fans the PostgreSQL fast path out over that many identifier ranges on one exported snapshot
+    (the generic path always reads with one). `fail_after_rows` simulates a crash mid-partition (for tests).
     """
     method = choose_method(url, method)
     final = layout.raw_dir(media.name, provider)
     staging = layout.staging_dir(f"raw-{media.name}")
     writer = ShardWriter(staging, media.raw_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
     watermark: list = []
+    extra: dict = {}
     start = time.perf_counter()
     engine = None
+    batches = None
     n_batches = 0
     try:
         if method == "adbc":
-            batches = _adbc_batches(url, media, provider, batch_rows, watermark)
+            batches = _adbc_batches(url, media, provider, max(1, readers), watermark, extra)
         else:
             engine = make_engine(url)
             batches = _generic_batches(engine, media, provider, batch_rows, watermark)
+            extra["readers"] = 1
+        trim = _malloc_trimmer() if method == "adbc" else lambda: None
+        groups = 0
         for batch in batches:
             writer.write(batch)
             n_batches += 1
+            if writer.rows // row_group_rows != groups:  # a row group was written: its batches are free
+                groups = writer.rows // row_group_rows
+                trim()
             seen = writer.rows + writer._pending_rows
             if fail_after_rows is not None and seen >= fail_after_rows:
                 raise RuntimeError(f"simulated failure after {seen} rows")
             if progress:
                 progress(seen, time.perf_counter() - start)
+        if hasattr(batches, "close"):
+            batches.close()  # stops and joins the reader threads before the folder is swapped in
         shards = writer.close()
+        staging.mkdir(parents=True, exist_ok=True)  # a partition with no rows is an empty folder, not an error
         replace_dir(staging, final)
     except sa.exc.SQLAlchemyError as exc:
         writer.abort()
@@ -187,9 +359,11 @@ def extract_partition(
             f"extract of {media.name}/{provider!r} from {redact(url)} failed: {scrub(str(exc), url)}"
         ) from None
     except Exception as exc:
+        if batches is not None and hasattr(batches, "close"):
+            batches.close()
         writer.abort()
         shutil.rmtree(staging, ignore_errors=True)
-        if type(exc).__module__.startswith("adbc_driver"):
+        if _adbc_error(exc):
             raise CatalogError(
                 f"extract of {media.name}/{provider!r} from {redact(url)} failed: {scrub(str(exc), url)}"
             ) from None
@@ -208,4 +382,5 @@ def extract_partition(
         max_updated_on=_as_utc(max_updated),
         seconds=time.perf_counter() - start,
         batches=n_batches,
+        extra=extra,
     )

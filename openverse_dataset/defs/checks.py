@@ -1,6 +1,9 @@
 """Checks that guard what a release may contain: no takedowns, only valid licenses, a card that tells the truth."""
 
+import fnmatch
+import json
 import os
+from pathlib import Path
 
 import dagster as dg
 import yaml
@@ -11,12 +14,20 @@ from openverse_dataset.defs.common import key, md_table
 from openverse_dataset.defs.release import current_providers, load_stats
 from openverse_dataset.defs.resources import DataDirResource, PublishTargetResource
 from openverse_dataset.media import MEDIA_TYPES, MediaType
+from openverse_dataset.release.removals import releases_dir
 from openverse_dataset.release.subsets import clean_files
+from openverse_dataset.release.tree import release_files
 
 
 def _clean_paths(data_dir: DataDirResource, media: MediaType) -> list[str]:
     files = clean_files(data_dir.layout, media.name, current_providers(data_dir, media))
     return [str(f) for fs in files.values() for f in fs]
+
+
+def _dry_run(data_dir: DataDirResource, media: MediaType) -> bool:
+    """Whether the last release run only planned (then the checks read the release tree, not the target)."""
+    plan = releases_dir(data_dir.layout, media.name) / "plan.json"
+    return plan.exists() and json.loads(plan.read_text()).get("dry_run", False)
 
 
 def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
@@ -89,18 +100,25 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
         data_dir: DataDirResource, publish_target: PublishTargetResource, duckdb: DuckDBResource
     ) -> dg.AssetCheckResult:
         kind, where = publish_target.resolved()
-        if kind != "local":
-            return dg.AssetCheckResult(passed=False, metadata={"note": f"{kind} targets are not checked here"})
-        repo = os.path.join(where, media.repo_name)
-        with open(os.path.join(repo, "README.md"), encoding="utf-8") as f:
+        stats = load_stats(data_dir, media)
+        if kind == "local" and not _dry_run(data_dir, media):
+            repo = os.path.join(where, media.repo_name)
+            card_path = os.path.join(repo, "README.md")
+        else:  # the Hub holds exactly the local release tree (the publish plan compares sha256 per file)
+            card_path = str(data_dir.layout.card_file(media.name))
+            tree = [f for f in release_files(data_dir.layout, stats, Path(card_path)) if f.path.endswith(".parquet")]
+        with open(card_path, encoding="utf-8") as f:
             card = f.read()
         front = yaml.safe_load(card.split("---", 2)[1])
-        stats = load_stats(data_dir, media)
         rows, ok = [], True
         with duckdb.get_connection() as conn:
             for cfg in front["configs"]:
-                patterns = [os.path.join(repo, p) for p in cfg["data_files"][0]["path"]]
-                n = conn.read_parquet(patterns).aggregate("count(*)").fetchall()[0][0]
+                globs = cfg["data_files"][0]["path"]
+                if kind == "local" and not _dry_run(data_dir, media):
+                    patterns = [os.path.join(repo, p) for p in globs]
+                else:
+                    patterns = [f.source for f in tree if any(fnmatch.fnmatchcase(f.path, g) for g in globs)]
+                n = conn.read_parquet(patterns).aggregate("count(*)").fetchall()[0][0] if patterns else 0
                 want = stats.config(cfg["config_name"]).rows
                 stated = f"| {want:,} |" in card
                 ok &= n == want and stated
@@ -120,9 +138,11 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
     ) -> dg.AssetCheckResult:
         kind, where = publish_target.resolved()
         tk = data_dir.layout.takedowns_file(media.name)
-        data = os.path.join(where, media.repo_name, "data", "*", "*", "*.parquet")
-        if kind != "local" or not tk.exists():
-            return dg.AssetCheckResult(passed=False, metadata={"note": "no local release or takedown snapshot"})
+        data: str | list[str] = os.path.join(where, media.repo_name, "data", "*", "*", "*.parquet")
+        if kind != "local" or _dry_run(data_dir, media):  # the Hub (or a dry run) holds the local release tree
+            data = _clean_paths(data_dir, media)
+        if not tk.exists() or not data:
+            return dg.AssetCheckResult(passed=False, metadata={"note": "no release or takedown snapshot"})
         with duckdb.get_connection() as conn:
             conn.read_parquet(data).create_view("released")
             conn.read_parquet(str(tk)).create_view("takedowns")

@@ -12,6 +12,7 @@ from openverse_dataset.defs.common import (
     preview_md,
 )
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource
+from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.transform.clean import REJECT_REASONS, REPAIRS
 from openverse_dataset.transform.partition import clean_partition, clean_schema, reject_schema
@@ -41,7 +42,16 @@ def _lineage(media: MediaType) -> dg.TableColumnLineage:
 
 def clean_assets(media: MediaType) -> dg.AssetsDefinition:
     deps = [key(media, "raw"), key(media, "takedowns")]
-    common = {"deps": deps, "group_name": media.name, "owners": OWNERS, "code_version": "1"}
+    common = {
+        "deps": deps,
+        "group_name": media.name,
+        "owners": OWNERS,
+        "code_version": "1",
+        # Follow the raw extract; a new takedown snapshot alone re-cleans only via the takedown sensor.
+        "automation_condition": dg.AutomationCondition.eager().ignore(
+            dg.AssetSelection.assets(key(media, "takedowns"))
+        ),
+    }
 
     @dg.multi_asset(
         name=f"{media.name}_clean",
@@ -73,10 +83,11 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
     def _clean(context: dg.AssetExecutionContext, data_dir: DataDirResource, catalog: CatalogResource):
         provider = context.partition_key
         layout = data_dir.layout
-        if not layout.takedowns_file(media.name).exists():
+        fresh = context.run.tags.get(REFRESH_TAKEDOWNS_TAG) == "true"  # set by the takedown sensor
+        if fresh or not layout.takedowns_file(media.name).exists():
             # Never clean without the exclusion list: take the snapshot the takedowns asset would take.
             snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, layout)
-            context.log.warning(f"no takedown snapshot yet; took one now: {snap.counts}")
+            context.log.info(f"took a fresh takedown snapshot: {snap.counts}")
 
         def progress(rows: int, seconds: float) -> None:
             context.log.info(
@@ -98,6 +109,7 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 "rows_rejected": r.rejected_total,
                 "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),
                 "repairs_by_rule": counts_table(r.repairs, "rule", REPAIRS),
+                "repairs": sum(r.repairs.values()),
                 "tags_dropped": r.tags_dropped,
                 "rows_by_license": counts_table(r.by_license, "license"),
                 "bytes": r.bytes,
@@ -111,6 +123,7 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": r.rejected_total,
                 "dagster/column_schema": column_schema(reject_schema(media)),
+                "rows_in": r.rows_in,
                 "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),
                 **{f"rejected_{k}": v for k, v in sorted(r.rejected.items())},
                 "path": dg.MetadataValue.path(str(layout.rejects_dir(media.name, provider))),

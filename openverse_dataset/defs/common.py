@@ -28,10 +28,15 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
     )
 
 
+def _cell(value: object) -> str:
+    # The UI renders raw HTML inside markdown: `api_deleted<media>` would lose `<media>` as an unknown tag.
+    return str(value).replace("<", "&lt;").replace(">", "&gt;")
+
+
 def md_table(header: list[str], rows: list[list]) -> dg.MetadataValue:
     """A markdown table for the UI."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(x) for x in r) + " |" for r in rows]
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -54,3 +59,45 @@ def preview_md(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
         return s if len(s) <= 60 else s[:57] + "..."
 
     return md_table(columns, [[short(r.get(c)) for c in columns] for r in rows] or [["(no rows)"] * len(columns)])
+
+
+def card_md(text: str) -> dg.MetadataValue:
+    """The card as the UI should render it: YAML front matter in a code block, then the markdown body.
+
+    Rendered as plain markdown, the front matter would turn into a jumble of headings and lists; the Hub shows
+    it as a table of fields, so the UI shows it verbatim.
+    """
+    if text.startswith("---\n"):
+        front, sep, body = text[4:].partition("\n---\n")
+        if sep:
+            return dg.MetadataValue.md(f"```yaml\n{front}\n```\n\n{body}")
+    return dg.MetadataValue.md(text)
+
+
+def latest_partition_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: list[str]
+) -> dict[str, Mapping[str, dg.MetadataValue]]:
+    """Metadata of the latest materialization of each partition (two queries, whatever the partition count).
+
+    Lets an unpartitioned asset summarise what its partitioned neighbours last reported, per provider.
+    """
+    ids = instance.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
+    )
+    if not ids:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(ids.values())), limit=len(ids)
+    ).records
+    out = {}
+    for rec in records:
+        mat = rec.asset_materialization
+        if mat is not None and mat.partition is not None:
+            out[mat.partition] = mat.metadata
+    return out
+
+
+def metadata_int(metadata: Mapping[str, dg.MetadataValue] | None, name: str) -> int | None:
+    """An integer metadata value, or None when the entry is absent."""
+    value = (metadata or {}).get(name)
+    return None if value is None else int(value.value)

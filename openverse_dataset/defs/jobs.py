@@ -18,6 +18,10 @@ def publish_job_name(media: str) -> str:
     return f"{media}_publish_release"
 
 
+def refresh_and_publish_job_name(media: str) -> str:
+    return f"{media}_refresh_provider_and_publish"
+
+
 def jobs() -> list:
     out = [
         dg.define_asset_job(
@@ -40,6 +44,20 @@ def jobs() -> list:
                 publish_job_name(m),
                 selection=dg.AssetSelection.assets(key(m, "subsets"), key(m, "card"), key(m, "release")),
                 description=f"Build the {m} license subsets and card from cleaned data and publish the release.",
+            )
+        )
+        # Partitioned and unpartitioned assets in one job: the run takes one provider key; raw/clean run for
+        # that provider, subsets/card/release (unpartitioned) then span every provider's current cleaned files,
+        # and the blocking checks on subsets still stop the card and release.
+        out.append(
+            dg.define_asset_job(
+                refresh_and_publish_job_name(m),
+                selection=dg.AssetSelection.assets(
+                    *[key(m, s) for s in ("raw", "clean", "rejects", "subsets", "card", "release")]
+                ),
+                partitions_def=PROVIDER_PARTITIONS[m],
+                description=f"Refresh one {m} provider end to end: extract, clean, recount the subsets, rewrite the "
+                "card and publish the release (which holds every provider's current cleaned files).",
             )
         )
     return out

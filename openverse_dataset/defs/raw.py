@@ -1,8 +1,11 @@
 """Raw extract, partitioned by provider: the catalog's rows as Parquet shards, streamed in batches."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from openverse_dataset.catalog.extract import extract_partition
+from openverse_dataset.catalog.watermarks import provider_watermark
 from openverse_dataset.defs.common import (
     CATALOG_POOL,
     OWNERS,
@@ -21,6 +24,7 @@ class RawConfig(dg.Config):
     batch_rows: int = 50_000
     shard_mb: int = 384
     method: str = "auto"  # auto | adbc | sqlalchemy
+    readers: int = 1  # PostgreSQL: parallel identifier-range readers on one exported snapshot (same bytes out)
 
 
 def raw_asset(media: MediaType) -> dg.AssetsDefinition:
@@ -33,6 +37,7 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
         owners=OWNERS,
         pool=CATALOG_POOL,
         code_version="1",
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7)),
         description=(
             f"One provider's rows of the catalog's `{media.table}` table, as extracted: every column by name, "
             "ordered by identifier, in size-bounded zstd Parquet shards. Read from one snapshot, whose "
@@ -52,12 +57,15 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
                     f"{provider}: {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)"
                 )
 
+        # Taken before the extract: a change during the extract moves the catalog past it and is seen next tick.
+        watermark = provider_watermark(catalog.catalog_url(), media, provider)
         result = extract_partition(
             catalog.catalog_url(),
             media,
             provider,
             data_dir.layout,
             method=config.method,
+            readers=config.readers,
             batch_rows=config.batch_rows,
             shard_bytes=config.shard_mb * 1024 * 1024,
             progress=progress,
@@ -68,6 +76,8 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
             f"{result.bytes:,} bytes in {result.seconds:.2f}s via {result.method}"
         )
         return dg.MaterializeResult(
+            # The catalog watermark is the raw extract's data version: the stale-provider sensor compares it.
+            data_version=dg.DataVersion(watermark.token),
             metadata={
                 "dagster/row_count": result.rows,
                 "dagster/column_schema": column_schema(media.raw_schema),
@@ -78,12 +88,13 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
                 "method": result.method,
                 "snapshot_rows": result.snapshot_rows,
                 "watermark_updated_on": result.max_updated_on.isoformat() if result.max_updated_on else "",
+                "watermark_deleted_on": watermark.max_deleted_on.isoformat() if watermark.max_deleted_on else "",
                 "shard_files": md_table(
                     ["shard", "rows", "bytes"],
                     [[s.name, f"{s.rows:,}", f"{s.bytes:,}"] for s in result.shards] or [["(none)", 0, 0]],
                 ),
                 "path": dg.MetadataValue.path(str(data_dir.layout.raw_dir(media.name, provider))),
-            }
+            },
         )
 
     return _raw

@@ -2,25 +2,75 @@
 
 import json
 import os
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from openverse_dataset.defs.common import OWNERS, PUBLISH_POOL, counts_table, key, md_table
+from openverse_dataset.defs.common import OWNERS, PUBLISH_POOL, card_md, counts_table, key, md_table
 from openverse_dataset.defs.resources import DataDirResource, PublishTargetResource
 from openverse_dataset.media import MEDIA_TYPES, MediaType
+from openverse_dataset.publish.hub import publish_hub
 from openverse_dataset.publish.local import publish_local
+from openverse_dataset.publish.local import repo_dir as local_repo_dir
+from openverse_dataset.publish.plan import Plan
 from openverse_dataset.release.card import render_card
-from openverse_dataset.release.subsets import SubsetStats, compute_subsets
+from openverse_dataset.release.removals import Changelog, ReleaseFiles, diff_releases, releases_dir, write_index
+from openverse_dataset.release.subsets import SubsetStats, clean_files, compute_subsets
 from openverse_dataset.release.tree import release_files
 from openverse_dataset.transform.clean import REJECT_REASONS
+
+# Publish when the card changed (and nothing upstream is still running), and weekly on Tuesday 06:00 UTC after
+# Openverse's Monday data refresh; never while a blocking check upstream is failing.
+RELEASE_CONDITION = (
+    dg.AutomationCondition.eager() | dg.AutomationCondition.on_cron("0 6 * * 2")
+) & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 def release_date() -> date:
     """`OPENVERSE_RELEASE_DATE` (YYYY-MM-DD) or today in UTC: the date the card and tag carry."""
     text = os.environ.get("OPENVERSE_RELEASE_DATE")
     return date.fromisoformat(text) if text else datetime.now(UTC).date()
+
+
+def release_tag(day: date | None = None) -> str:
+    """The tag a release carries on the Hub, e.g. `2026.11.27`."""
+    return (day or release_date()).strftime("%Y.%m.%d")
+
+
+def target_string(target: PublishTargetResource) -> str:
+    kind, where = target.resolved()
+    return f"{kind}:{where}"
+
+
+def release_bookkeeping(data_dir: DataDirResource, media: MediaType) -> ReleaseFiles:
+    return ReleaseFiles(releases_dir(data_dir.layout, media.name))
+
+
+def prepare_changes(
+    conn, data_dir: DataDirResource, media: MediaType, stats: SubsetStats, target: PublishTargetResource
+) -> Changelog:
+    """Index this release, compare it with the target's previous release, write the removals file."""
+    layout = data_dir.layout
+    rf = release_bookkeeping(data_dir, media)
+    rf.root.mkdir(parents=True, exist_ok=True)
+    files = clean_files(layout, media.name, stats.providers)
+    write_index(conn, [str(f) for fs in files.values() for f in fs], rf.next_index)
+    previous = rf.index(target_string(target))
+    kind, where = target.resolved()
+    if not previous.exists() and kind == "local":  # a local release indexes itself
+        existing = sorted(local_repo_dir(where, media.repo_name).glob("data/*/*/*.parquet"))
+        if existing:
+            previous = rf.root / "local-previous-index.parquet"
+            write_index(conn, [str(p) for p in existing], previous)
+    reasons = [str(f) for p in stats.providers for f in sorted(layout.rejects_dir(media.name, p).glob("*.parquet"))]
+    tk = layout.takedowns_file(media.name)
+    if tk.exists():
+        reasons.append(str(tk))
+    changelog = diff_releases(conn, previous if previous.exists() else None, rf.next_index, reasons, rf.removals)
+    rf.changelog.write_text(changelog.to_json())
+    return changelog
 
 
 def repo_id(media: MediaType, target: PublishTargetResource) -> str:
@@ -50,6 +100,7 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
         kinds={"duckdb", "parquet"},
         owners=OWNERS,
         code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
         description=(
             "The license subsets (Hub configs) of the release: `all`, `commercial`, `modification`, "
             "`commercial-modification`, `public-domain` and one per license present. Configs are glob "
@@ -60,6 +111,7 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
     def _subsets(
         context: dg.AssetExecutionContext, data_dir: DataDirResource, duckdb: DuckDBResource
     ) -> dg.MaterializeResult:
+        start = time.perf_counter()
         providers = current_providers(data_dir, media)
         with duckdb.get_connection() as conn:
             stats = compute_subsets(conn, data_dir.layout, media.name, providers)
@@ -79,7 +131,11 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
                 "rows_by_license": counts_table(stats.rows_by_license(), "license"),
                 "rows_by_provider": counts_table(stats.rows_by_provider(), "provider"),
                 "rejected_by_reason": counts_table(stats.rejected_by_reason, "reason", REJECT_REASONS),
+                "rows_rejected": sum(stats.rejected_by_reason.values()),
+                "providers": len(stats.providers),
                 "providers_missing": len(stats.missing_providers),
+                "providers_missing_names": ", ".join(stats.missing_providers) or "(none)",
+                "seconds": round(time.perf_counter() - start, 3),
             }
         )
 
@@ -89,42 +145,61 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
 def card_asset(media: MediaType) -> dg.AssetsDefinition:
     @dg.asset(
         key=key(media, "card"),
-        deps=[key(media, "subsets")],
+        deps=[key(media, "subsets"), key(media, "rejects"), key(media, "takedowns")],
         group_name=media.name,
         kinds={"huggingface", "markdown"},
         owners=OWNERS,
         code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
         description=(
             "The dataset card (README.md of the dataset repository): YAML front matter with licenses, "
             "configs and sizes, and a body generated from this release's numbers: configs, providers, "
-            "columns, what each license allows, how to attribute, how to report a work or opt out."
+            "columns, what each license allows, how to attribute, how to report a work or opt out, and the "
+            "changelog against the previous release (added/removed/changed per provider). Also writes the "
+            "release's removals file: identifiers gone since the previous release, with the reason from the "
+            "rejects and takedowns."
         ),
     )
     def _card(
-        context: dg.AssetExecutionContext, data_dir: DataDirResource, publish_target: PublishTargetResource
+        context: dg.AssetExecutionContext,
+        data_dir: DataDirResource,
+        publish_target: PublishTargetResource,
+        duckdb: DuckDBResource,
     ) -> dg.MaterializeResult:
         stats = load_stats(data_dir, media)
+        with duckdb.get_connection() as conn:
+            changelog = prepare_changes(conn, data_dir, media, stats, publish_target)
         text = render_card(
             media,
             stats,
             repo_id=repo_id(media, publish_target),
             release_date=release_date(),
             cleaning=stats.rejected_by_reason,
+            changelog=changelog,
         )
         path = data_dir.layout.card_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return dg.MaterializeResult(
             metadata={
-                "card": dg.MetadataValue.md(text),
+                "card": card_md(text),
                 "dagster/row_count": stats.rows,
                 "configs": len(stats.configs),
                 "bytes": len(text.encode()),
                 "path": dg.MetadataValue.path(str(path)),
+                "previous_release_known": changelog.previous,
+                **{f"rows_{k}": v for k, v in changelog.totals().items()},
+                "removed_by_reason": counts_table(changelog.removed_by_reason, "reason"),
             }
         )
 
     return _card
+
+
+class ReleaseConfig(dg.Config):
+    """`dry_run`: plan only (shown as metadata), change nothing in the target."""
+
+    dry_run: bool = False
 
 
 def release_asset(media: MediaType) -> dg.AssetsDefinition:
@@ -135,37 +210,74 @@ def release_asset(media: MediaType) -> dg.AssetsDefinition:
         kinds={"huggingface", "parquet"},
         owners=OWNERS,
         pool=PUBLISH_POOL,
-        code_version="1",
+        code_version="2",
+        automation_condition=RELEASE_CONDITION,
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(days=8), warn_window=timedelta(days=7)),
         description=(
-            f"The `{media.repo_name}` dataset repository written to the publish target: the card plus the "
-            "cleaned Parquet files as `data/<license>/<provider>/part-*.parquet`. Replaced as a whole, so "
-            "readers see the previous release or this one, never a mix."
+            f"The `{media.repo_name}` dataset repository written to the publish target: the card, the removals "
+            "file and the cleaned Parquet files as `data/<license>/<provider>/part-*.parquet`. A plan compares "
+            "the release (path, size, sha256) with the target and only changed files are sent; the switch is "
+            "atomic (one folder swap locally, one parent-checked commit on the Hub, tagged with the release "
+            "date), so readers see the previous release or this one, never a mix. `dry_run` shows the plan only."
         ),
     )
     def _release(
-        context: dg.AssetExecutionContext, data_dir: DataDirResource, publish_target: PublishTargetResource
+        context: dg.AssetExecutionContext,
+        config: ReleaseConfig,
+        data_dir: DataDirResource,
+        publish_target: PublishTargetResource,
     ) -> dg.MaterializeResult:
         stats = load_stats(data_dir, media)
-        files = release_files(data_dir.layout, stats, data_dir.layout.card_file(media.name))
+        rf = release_bookkeeping(data_dir, media)
+        if not rf.removals.exists():
+            raise FileNotFoundError(f"{rf.removals} is missing: materialize {media.name}/card first")
+        files = release_files(data_dir.layout, stats, data_dir.layout.card_file(media.name), rf.removals)
         kind, where = publish_target.resolved()
-        if kind != "local":
-            raise NotImplementedError("hf: publishing to the Hub is not built yet; use local:DIR")
-        plan = publish_local(files, where, media.repo_name)
-        dest = os.path.join(where, media.repo_name)
-        context.log.info(f"released {len(files)} files to {dest}: {plan.summary()}")
+        tag = release_tag()
+        meta: dict = {}
+        if kind == "local":
+            plan: Plan = publish_local(files, where, media.repo_name, dry_run=config.dry_run)
+            dest = str(local_repo_dir(where, media.repo_name))
+            meta["repository"] = dg.MetadataValue.path(dest)
+            record = {"repository": dest, "tag": None, "commit": None}
+        else:
+            res = publish_hub(files, where, media.repo_name, tag=tag, dry_run=config.dry_run)
+            plan = res.plan
+            meta["repository"] = dg.MetadataValue.url(res.url)
+            if res.tag:
+                meta["release_tag_url"] = dg.MetadataValue.url(f"{res.url}/tree/{res.tag}")
+            meta["commits"] = res.commits
+            if res.commit:
+                meta["commit"] = res.commit
+            record = {"repository": res.url, "tag": res.tag, "commit": res.commit, "commits": res.commits}
+        if not config.dry_run:
+            rf.promote(target_string(publish_target))
+        rf.plan.write_text(
+            json.dumps(
+                {"target": target_string(publish_target), "dry_run": config.dry_run, **record, "plan": plan.to_dict()},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        verb = "planned (dry run)" if config.dry_run else "released"
+        context.log.info(f"{verb} {len(files)} files to {kind}:{where}/{media.repo_name}: {plan.summary()}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.rows,
-                "target": f"local:{where}",
-                "repository": dg.MetadataValue.path(dest),
-                "release_tag": release_date().strftime("%Y.%m.%d"),
+                "target": f"{kind}:{where}",
+                "dry_run": config.dry_run,
+                **meta,
+                "release_tag": tag if kind == "local" else (record.get("tag") or tag),
                 "files": len(files),
                 "bytes": sum(f.size for f in files),
+                "upload_files": len(plan.upload_files),
+                "upload_bytes": plan.upload_bytes,
                 **{f"files_{k}": v for k, v in plan.summary().items()},
                 **{f"bytes_{k}": v for k, v in plan.bytes.items()},
-                "plan": md_table(
-                    ["action", "files", "bytes"],
-                    [[k, v, f"{plan.bytes[k]:,}"] for k, v in plan.summary().items()],
+                "plan": md_table(["action", "files", "bytes"], plan.table_rows()),
+                "changed_paths": md_table(
+                    ["action", "path"],
+                    [[a, p] for a in ("add", "replace", "delete") for p in getattr(plan, a)][:200] or [["(none)", ""]],
                 ),
             }
         )

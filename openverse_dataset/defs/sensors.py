@@ -1,39 +1,162 @@
-"""Sensors: discover new providers in the catalog and start their refresh without anyone clicking."""
+"""Sensors that keep releases current without anyone clicking.
+
+- `<media>_stale_providers`: one watermark query for all providers; requests a refresh (raw -> clean) only for
+  providers whose watermark differs from the one their last raw materialization recorded, and adds new
+  providers as partitions in the same tick.
+- `<media>_takedowns`: sees new entries in `api_deleted<media>`, `api_mature<media>`, `deleted_<media>` and
+  re-cleans only the affected providers (with a fresh takedown snapshot), so the next release drops them.
+- `openverse_automation`: Dagster's declarative automation (subsets -> card -> release follow clean), running
+  by default in a fresh deployment.
+Downstream of clean, the assets' automation conditions take over.
+"""
+
+import json
+import time
+from datetime import datetime
 
 import dagster as dg
 
-from openverse_dataset.catalog.providers import discover_providers
-from openverse_dataset.defs.common import PROVIDER_PARTITIONS
+from openverse_dataset.catalog.providers import partition_key_problem
+from openverse_dataset.catalog.watermarks import TakedownMark, catalog_watermarks, takedown_mark, takedowns_since
+from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key
 from openverse_dataset.defs.jobs import refresh_job_name
 from openverse_dataset.defs.resources import CatalogResource
+from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG, WATERMARK_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
+RETRIES = {"dagster/max_retries": "2"}
 
-def provider_sensor(media: MediaType) -> dg.SensorDefinition:
+
+def apply_takedowns_job_name(media: str) -> str:
+    return f"{media}_apply_takedowns"
+
+
+def recorded_watermarks(instance: dg.DagsterInstance, media: MediaType) -> dict[str, str]:
+    """provider -> watermark token of its latest raw materialization (one event-log query)."""
+    tags = instance.event_log_storage.get_latest_tags_by_partition(
+        key(media, "raw"), dg.DagsterEventType.ASSET_MATERIALIZATION, [WATERMARK_TAG]
+    )
+    return {p: t[WATERMARK_TAG] for p, t in tags.items() if WATERMARK_TAG in t}
+
+
+def stale_sensor(media: MediaType) -> dg.SensorDefinition:
     pdef = PROVIDER_PARTITIONS[media.name]
 
     @dg.sensor(
-        name=f"{media.name}_new_providers",
+        name=f"{media.name}_stale_providers",
         job_name=refresh_job_name(media.name),
-        minimum_interval_seconds=3600,
+        minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Adds each new {media.name} provider found in the catalog as a partition and requests its "
-        "refresh in the same tick (one cheap index scan per tick).",
+        description=f"Refreshes only the {media.name} providers whose catalog watermark (newest updated_on, "
+        "newest deleted_on) moved since their last raw extract; new providers become partitions and are "
+        "refreshed in the same tick.",
     )
     def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
-        found = discover_providers(catalog.catalog_url(), media)
-        have = set(context.instance.get_dynamic_partitions(pdef.name))
-        new = [p for p in found.providers if p not in have]
-        if not new:
-            return dg.SensorResult(skip_reason=f"no new providers among {len(found.providers)}")
+        start = time.monotonic()
+        marks = catalog_watermarks(catalog.catalog_url(), media)
+        known = set(context.instance.get_dynamic_partitions(pdef.name))
+        recorded = recorded_watermarks(context.instance, media)
+        requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        new, runs = [], []
+        for provider, wm in marks.items():
+            if partition_key_problem(provider):
+                continue  # reported by the providers asset
+            if provider not in known:
+                new.append(provider)
+            if recorded.get(provider) == wm.token or requested.get(provider) == wm.token:
+                continue  # up to date, or its refresh is already requested
+            runs.append(
+                dg.RunRequest(
+                    partition_key=provider,
+                    run_key=f"{provider}@{wm.token}",
+                    tags={
+                        "openverse/trigger": "new provider" if provider not in known else "catalog changed",
+                        **RETRIES,
+                    },
+                )
+            )
+            requested[provider] = wm.token
+        context.log.info(
+            f"{len(marks)} providers checked in {time.monotonic() - start:.2f}s: {len(new)} new, {len(runs)} to refresh"
+        )
         return dg.SensorResult(
-            dynamic_partitions_requests=[pdef.build_add_request(new)],
-            run_requests=[dg.RunRequest(partition_key=p, run_key=f"new-provider-{p}") for p in new],
+            dynamic_partitions_requests=[pdef.build_add_request(new)] if new else [],
+            run_requests=runs,
+            cursor=json.dumps(requested, sort_keys=True),
+            skip_reason=None if runs or new else f"all {len(marks)} providers are up to date",
         )
 
     return _sensor
 
 
+def takedown_sensor(media: MediaType, apply_job) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{media.name}_takedowns",
+        jobs=[apply_job],
+        job_name=None,
+        minimum_interval_seconds=120,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Fast path for takedowns: new rows in {media.api_deleted_table}, {media.api_mature_table} "
+        f"or {media.deleted_table} re-clean only the affected providers against a fresh takedown snapshot, "
+        "so the next release drops them.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
+        cat, api = catalog.catalog_url(), catalog.takedown_url()
+        mark = takedown_mark(cat, api, media)
+        if not context.cursor:  # first tick: the builds so far applied everything up to now
+            return dg.SensorResult(cursor=json.dumps(_mark_json(mark)), skip_reason="recorded the current mark")
+        previous = _mark_from_json(json.loads(context.cursor))
+        if previous.token == mark.token:
+            return dg.SensorResult(skip_reason="no new takedowns")
+        affected = takedowns_since(cat, api, media, previous, mark)
+        known = set(context.instance.get_dynamic_partitions(PROVIDER_PARTITIONS[media.name].name))
+        runs = [
+            dg.RunRequest(
+                partition_key=provider,
+                run_key=f"takedowns:{provider}@{mark.token}",
+                tags={REFRESH_TAKEDOWNS_TAG: "true", "openverse/trigger": f"{len(ids)} new takedowns", **RETRIES},
+            )
+            for provider, ids in sorted(affected.items())
+            if provider in known
+        ]
+        context.log.info(f"new takedowns affect {len(affected)} providers: {sorted(affected)}")
+        return dg.SensorResult(run_requests=runs, cursor=json.dumps(_mark_json(mark)))
+
+    return _sensor
+
+
+def _mark_json(m: TakedownMark) -> dict:
+    return {k: (v.isoformat() if v else None) for k, v in vars(m).items()}
+
+
+def _mark_from_json(d: dict) -> TakedownMark:
+    return TakedownMark(**{k: datetime.fromisoformat(v) if v else None for k, v in d.items()})
+
+
+def apply_takedowns_job(media: MediaType):
+    return dg.define_asset_job(
+        apply_takedowns_job_name(media.name),
+        selection=dg.AssetSelection.assets(key(media, "clean"), key(media, "rejects")),
+        partitions_def=PROVIDER_PARTITIONS[media.name],
+        description=f"Re-clean one {media.name} provider against a fresh takedown snapshot (no re-extract).",
+    )
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=[provider_sensor(m) for m in MEDIA_TYPES.values()])
+    sensors, jobs = [], []
+    for m in MEDIA_TYPES.values():
+        job = apply_takedowns_job(m)
+        jobs.append(job)
+        sensors += [stale_sensor(m), takedown_sensor(m, job)]
+    sensors.append(
+        dg.AutomationConditionSensorDefinition(
+            "openverse_automation",
+            target=dg.AssetSelection.all(),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=30,
+            description="Evaluates the assets' automation conditions: subsets, card and release follow clean, "
+            "and the release also runs on its weekly cadence.",
+        )
+    )
+    return dg.Definitions(sensors=sensors, jobs=jobs)

@@ -1,10 +1,14 @@
 """The catalog side of each chain: which providers exist (partitions) and which works must not be published."""
 
 import json
+import time
 
 import dagster as dg
+import sqlalchemy as sa
 
+from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
 from openverse_dataset.catalog.providers import discover_providers
+from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.defs.common import (
     CATALOG_POOL,
@@ -12,10 +16,13 @@ from openverse_dataset.defs.common import (
     PROVIDER_PARTITIONS,
     counts_table,
     key,
+    latest_partition_metadata,
     md_table,
+    metadata_int,
 )
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, catalog_kind
 from openverse_dataset.media import MEDIA_TYPES, MediaType
+from openverse_dataset.transform.clean import REJECT_REASONS
 
 
 def register_providers(instance: dg.DagsterInstance, media: MediaType, providers: list[str]) -> list[str]:
@@ -26,6 +33,62 @@ def register_providers(instance: dg.DagsterInstance, media: MediaType, providers
     if new:
         instance.add_dynamic_partitions(pdef.name, new)
     return new
+
+
+def count_rows_by_provider(url: str, media: MediaType) -> dict[str, int]:
+    """Rows per provider in the catalog's media table: what each provider would contribute before cleaning.
+
+    One grouped count over the provider column (an index-only scan on PostgreSQL); only this asset runs it,
+    never the sensors, so its cost is paid when a maintainer or the discovery job asks for it.
+    """
+    t = MEDIA_TABLES[media.name]
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.provider, sa.func.count()).where(t.c.provider.is_not(None)).group_by(t.c.provider)
+            ).all()
+    except sa.exc.SQLAlchemyError as exc:
+        raise CatalogError(f"counting {media.name} rows at {redact(url)} failed: {scrub(str(exc), url)}") from None
+    finally:
+        engine.dispose()
+    return {str(p): int(n) for p, n in rows}
+
+
+def provider_table(
+    instance: dg.DagsterInstance, media: MediaType, providers: list[str], catalog_rows: dict[str, int]
+) -> tuple[dg.MetadataValue, dict[str, int | None]]:
+    """Per provider: catalog rows now, and what its last refresh extracted, published and rejected.
+
+    The last-refresh columns come from the partitions' own materialization metadata, so the providers page
+    answers "how much did each provider contribute" without opening every partition.
+    """
+    raw = latest_partition_metadata(instance, key(media, "raw"), providers)
+    clean = latest_partition_metadata(instance, key(media, "clean"), providers)
+
+    def n(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    rows, totals = [], {"catalog": 0, "extracted": None, "published": None, "rejected": None}
+    for p in sorted(providers, key=lambda p: (-catalog_rows.get(p, 0), p)):
+        got = {
+            "catalog": catalog_rows.get(p, 0),
+            "extracted": metadata_int(raw.get(p), "dagster/row_count"),
+            "published": metadata_int(clean.get(p), "dagster/row_count"),
+            "rejected": metadata_int(clean.get(p), "rows_rejected"),
+        }
+        for k, v in got.items():
+            if v is not None:
+                totals[k] = (totals[k] or 0) + v
+        rows.append([p, *(n(v) for v in got.values())])
+    table = md_table(
+        ["provider", "rows in catalog", "last extracted", "last published", "last rejected"],
+        rows or [["(none)", 0, "-", "-", "-"]],
+    )
+    return table, totals
+
+
+TAKEDOWN_REASONS = {k: REJECT_REASONS[k] for k in ("taken_down", "deleted_in_catalog", "mature")}
 
 
 def providers_asset(media: MediaType) -> dg.AssetsDefinition:
@@ -39,13 +102,16 @@ def providers_asset(media: MediaType) -> dg.AssetsDefinition:
         description=(
             f"Providers of {media.name} works in the catalog: each one becomes a partition of the "
             f"`{media.name}` chain. Materialize it to discover new providers (a sensor also does this). "
-            "Provider names that cannot be partition keys, and rows without a provider, are counted here."
+            "Shows rows per provider (in the catalog, and extracted/published/rejected by its last refresh); "
+            "provider names that cannot be partition keys, and rows without a provider, are counted here."
         ),
     )
     def _providers(
         context: dg.AssetExecutionContext, catalog: CatalogResource, data_dir: DataDirResource
     ) -> dg.MaterializeResult:
+        start = time.perf_counter()
         found = discover_providers(catalog.catalog_url(), media)
+        catalog_rows = count_rows_by_provider(catalog.catalog_url(), media)
         new = register_providers(context.instance, media, found.providers)
         path = data_dir.layout.providers_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,15 +121,21 @@ def providers_asset(media: MediaType) -> dg.AssetsDefinition:
         if found.rows_without_provider:
             context.log.warning(f"{found.rows_without_provider:,} {media.name} rows have no provider")
         context.log.info(f"{len(found.providers)} providers, {len(new)} new: {', '.join(new) or '-'}")
+        by_provider, totals = provider_table(context.instance, media, found.providers, catalog_rows)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(found.providers),
-                "providers": md_table(["provider"], [[p] for p in found.providers]),
+                "rows_by_provider": by_provider,
+                "catalog_rows": totals["catalog"],
+                # Only once some partition has been refreshed: a 0 would draw a false point on the plots.
+                **{f"last_{k}_rows": totals[k] for k in ("published", "rejected") if totals[k] is not None},
                 "new_providers": len(new),
+                "new_provider_names": ", ".join(new) or "(none)",
                 "refused_providers": md_table(
                     ["provider", "why"], [[repr(k), v] for k, v in found.refused.items()] or [["(none)", ""]]
                 ),
                 "rows_without_provider": found.rows_without_provider,
+                "seconds": round(time.perf_counter() - start, 3),
                 "catalog": catalog.display(),
             }
         )
@@ -88,14 +160,24 @@ def takedowns_asset(media: MediaType) -> dg.AssetsDefinition:
     def _takedowns(
         context: dg.AssetExecutionContext, catalog: CatalogResource, data_dir: DataDirResource
     ) -> dg.MaterializeResult:
+        start = time.perf_counter()
         snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, data_dir.layout)
         context.log.info(f"takedown snapshot: {snap.counts}")
+        path = data_dir.layout.takedowns_file(media.name)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": snap.total,
-                "by_reason": counts_table(snap.counts, "reason"),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[
+                        dg.TableColumn("identifier", "string", description="Openverse identifier of the work"),
+                        dg.TableColumn("reason", "string", description=", ".join(TAKEDOWN_REASONS)),
+                    ]
+                ),
+                "by_reason": counts_table(snap.counts, "reason", TAKEDOWN_REASONS),
                 **{f"{k}_rows": v for k, v in snap.counts.items()},
-                "path": dg.MetadataValue.path(str(data_dir.layout.takedowns_file(media.name))),
+                "bytes": path.stat().st_size if path.exists() else 0,
+                "seconds": round(time.perf_counter() - start, 3),
+                "path": dg.MetadataValue.path(str(path)),
             }
         )
 

@@ -12,6 +12,7 @@ import yaml
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.media import COLUMN_DOCS, MediaType
+from openverse_dataset.release.removals import REASON_CLASSES, Changelog
 from openverse_dataset.release.subsets import SubsetStats
 from openverse_dataset.transform.clean import REJECT_REASONS, output_columns
 
@@ -91,10 +92,57 @@ authority, not the repository's `license:` field. What the license elements mean
 """
 
 
+def changelog_section(changelog: Changelog) -> list[str]:
+    """The card's "Changes since the previous release": added/removed/changed per provider, removals by reason."""
+    lines = ["## Changes since the previous release", ""]
+    totals = changelog.totals()
+    if not changelog.previous:
+        lines += [
+            f"No previous release is known for this repository: all {_n(totals['added'])} rows are new. "
+            "`removals.parquet` is empty.",
+            "",
+        ]
+        return lines
+    lines += [
+        f"{_n(totals['added'])} rows added, {_n(totals['removed'])} removed, {_n(totals['changed'])} changed "
+        "(same identifier, different values).",
+        "",
+    ]
+    changed = {p: c for p, c in changelog.by_provider.items() if any(c.values())}
+    if changed:
+        lines += [
+            _table(
+                ["provider", "added", "removed", "changed"],
+                [[p, _n(c["added"]), _n(c["removed"]), _n(c["changed"])] for p, c in changed.items()],
+            ),
+            "",
+        ]
+    lines += [
+        "`removals.parquet` lists every identifier of the previous release that is not in this one, or that "
+        "left a config because its license changed, with a reason class; drop these from any copy you keep.",
+        "",
+    ]
+    if changelog.removed_by_reason:
+        lines += [
+            _table(
+                ["reason", "identifiers", "meaning"],
+                [[r, _n(n), REASON_CLASSES.get(r, "")] for r, n in changelog.removed_by_reason.items()],
+            ),
+            "",
+        ]
+    return lines
+
+
 def render_card(
-    media: MediaType, stats: SubsetStats, *, repo_id: str, release_date: date, cleaning: dict | None = None
+    media: MediaType,
+    stats: SubsetStats,
+    *,
+    repo_id: str,
+    release_date: date,
+    cleaning: dict | None = None,
+    changelog: Changelog | None = None,
 ) -> str:
-    """The whole README.md: YAML front matter and a body generated from `stats` (and cleaning counts)."""
+    """The whole README.md: YAML front matter and a body generated from `stats` (cleaning counts, changelog)."""
     meta = front_matter(media, stats)
     fm = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     by_provider = stats.rows_by_provider()
@@ -145,6 +193,8 @@ def render_card(
     absent = [c.name for c in lic.all_configs() if c.name not in {x.name for x in stats.configs}]
     if absent:
         lines += [f"Configs with no works in this release (so not listed): {', '.join(absent)}.", ""]
+    if changelog is not None:
+        lines += changelog_section(changelog)
     lines += [
         "## Rows per provider",
         "",

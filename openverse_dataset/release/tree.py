@@ -13,6 +13,7 @@ from openverse_dataset.parquet import sha256_file
 from openverse_dataset.release.subsets import SubsetStats, release_path
 
 CARD = "README.md"
+REMOVALS = "removals.parquet"  # identifiers in the previous release and not in this one, with a reason
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class TreeFile:
         return asdict(self)
 
 
-def release_files(layout: DataLayout, stats: SubsetStats, card_path: Path) -> list[TreeFile]:
-    """Every file of the release, sorted by repository path (data shards, then the card)."""
+def release_files(
+    layout: DataLayout, stats: SubsetStats, card_path: Path, removals_path: Path | None = None
+) -> list[TreeFile]:
+    """Every file of the release, sorted by repository path: data shards, the card, the removals file."""
     out: list[TreeFile] = []
     for provider in stats.providers:
         clean = layout.clean_dir(stats.media, provider)
@@ -39,6 +42,8 @@ def release_files(layout: DataLayout, stats: SubsetStats, card_path: Path) -> li
                 TreeFile(release_path(slug, provider, shard.name), str(shard), shard.stat().st_size, sha256_file(shard))
             )
     out.append(TreeFile(CARD, str(card_path), card_path.stat().st_size, sha256_file(card_path)))
+    if removals_path is not None:
+        out.append(TreeFile(REMOVALS, str(removals_path), removals_path.stat().st_size, sha256_file(removals_path)))
     return sorted(out, key=lambda f: f.path)
 
 
