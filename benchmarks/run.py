@@ -329,10 +329,9 @@ def main() -> None:
     print()
     print(f"{'method':26s} {'wall s':>8s} {'rows/s':>10s} {'x ord.':>7s} {'x unord.':>8s} {'peak RSS':>9s}")
     for key, e in report["methods"].items():
-        print(
-            f"{key:26s} {e['wall_s']:8.2f} {e['rows_per_s'] or 0:10,} {e.get('x_ordered_copy', 0):7.2f} "
-            f"{e.get('x_unordered_copy', 0):8.2f} {e['peak_rss_mib']:6d} MiB"
-        )
+        xo, xu = (f"{e[k]:.2f}" if k in e else "-" for k in ("x_ordered_copy", "x_unordered_copy"))
+        rate = f"{e['rows_per_s']:,}" if e["rows_per_s"] else "-"
+        print(f"{key:26s} {e['wall_s']:8.2f} {rate:>10s} {xo:>7s} {xu:>8s} {e['peak_rss_mib']:6d} MiB")
     if "scale" in report:
         s = report["scale"]
         print(f"extract at {s['rows']:,} rows: {s['extract_peak_rss_mib']} MiB peak RSS ({s['rss_vs_base']:.2f}x)")

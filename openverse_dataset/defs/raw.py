@@ -25,6 +25,7 @@ class RawConfig(dg.Config):
     shard_mb: int = 384
     method: str = "auto"  # auto | adbc | sqlalchemy
     readers: int = 1  # PostgreSQL: parallel identifier-range readers on one exported snapshot (same bytes out)
+    ranges: int = 0  # identifier ranges to split into (0: one per reader); more = smaller server-side sorts
 
 
 def raw_asset(media: MediaType) -> dg.AssetsDefinition:
@@ -66,6 +67,7 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
             data_dir.layout,
             method=config.method,
             readers=config.readers,
+            ranges=config.ranges or None,
             batch_rows=config.batch_rows,
             shard_bytes=config.shard_mb * 1024 * 1024,
             progress=progress,
