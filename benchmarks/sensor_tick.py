@@ -57,14 +57,17 @@ def run(url: str, args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     with engine.begin() as c:
         # provider p0 holds half the rows, the rest share the other half
-        c.execute(sa.text("""
+        c.execute(
+            sa.text("""
             insert into image (identifier, created_on, updated_on, provider, source, foreign_identifier, url,
                                license, license_version, removed_from_source)
             select gen_random_uuid(), now(), now() - (g % 1000) * interval '1 minute',
                    'p' || case when g % 2 = 0 then 0 else 1 + (g % (:n - 1)) end,
                    'src', g::text, 'https://example.org/' || g || '.jpg', 'by', '4.0', false
             from generate_series(1, :rows) g
-        """), {"n": args.providers, "rows": args.rows})
+        """),
+            {"n": args.providers, "rows": args.rows},
+        )
         c.execute(sa.text("analyze image"))
     print(f"catalog: {args.rows:,} rows, {args.providers} providers, built in {time.perf_counter() - t0:.1f}s")
 
@@ -80,9 +83,13 @@ def run(url: str, args: argparse.Namespace) -> None:
                 dg.AssetMaterialization(key("image", "raw"), partition=p, tags={WATERMARK_TAG: wm.token})
             )
         with engine.begin() as c:
-            c.execute(sa.text("update image set updated_on = now() + interval '1 day' where provider = 'p7' "
-                              "and foreign_identifier = (select min(foreign_identifier) from image "
-                              "where provider = 'p7')"))
+            c.execute(
+                sa.text(
+                    "update image set updated_on = now() + interval '1 day' where provider = 'p7' "
+                    "and foreign_identifier = (select min(foreign_identifier) from image "
+                    "where provider = 'p7')"
+                )
+            )
         base = []
         for _ in range(args.ticks):  # baseline: one round trip to the same server
             s = time.perf_counter()

@@ -229,3 +229,37 @@ def test_a_rejected_row_does_not_make_a_valid_one_a_duplicate(image_raw):
     )
     out = clean(pl.concat([twin, base]))
     assert out["_reject"].to_list() == ["unknown_license", None]
+
+
+def test_chunked_clean_step_equals_whole_partition_rules(image_raw, tmp_path):
+    """The clean step works chunk by chunk; its output (and cross-chunk dedupe) equals the whole-frame rules."""
+    import pyarrow.parquet as pq
+
+    from openverse_dataset.layout import DataLayout
+    from openverse_dataset.parquet import write_batches
+    from openverse_dataset.transform.clean import output_columns
+    from openverse_dataset.transform.partition import clean_partition
+
+    flickr = image_raw.filter(pl.col("provider") == "flickr")
+    kept_ok = flickr.filter(~pl.col("removed_from_source"))
+    twins = kept_ok.head(3).with_columns(  # duplicates whose first copy sits in another chunk
+        pl.format("ffffffff-0000-0000-0000-00000000000{}", pl.int_range(3).cast(pl.String)).alias("identifier")
+    )
+    raw = pl.concat([flickr, twins]).sort("identifier")
+    layout = DataLayout(tmp_path)
+    batches = raw.to_arrow().cast(IMAGE.raw_schema).to_batches()
+    write_batches(layout.raw_dir("image", "flickr"), IMAGE.raw_schema, batches, row_group_rows=128)
+    tk = tmp_path / "tk.parquet"
+    pq.write_table(pl.DataFrame({"identifier": [kept_ok["identifier"][5]], "reason": ["taken_down"]}).to_arrow(), tk)
+    r = clean_partition(layout, IMAGE, "flickr", takedowns=tk, batch_rows=100)
+    want = clean(raw, takedowns=pl.scan_parquet(tk))
+    got = pl.read_parquet(layout.clean_dir("image", "flickr") / "*" / "*.parquet").sort("identifier")
+    expected = want.filter(pl.col("_reject").is_null()).select(output_columns(IMAGE)).sort("identifier")
+    assert got.height == expected.height == r.kept
+    assert got.select("identifier", "license", "attribution").equals(
+        expected.select("identifier", "license", "attribution")
+    )
+    assert r.rejected["duplicate"] == 3 and r.rejected["taken_down"] == 1
+    rejects = pl.read_parquet(layout.rejects_dir("image", "flickr") / "*.parquet")
+    assert sorted(rejects.filter(pl.col("reason") == "duplicate")["identifier"]) == twins["identifier"].to_list()
+    assert r.kept + r.rejected_total == raw.height

@@ -414,7 +414,14 @@ def test_provider_contributions_are_visible(ui: DagsterUI, page) -> None:
     table = row.locator("table")
     table.wait_for()
     header = [t.strip() for t in table.locator("th").all_text_contents()]
-    assert header == ["provider", "rows in catalog", "last extracted", "last published", "last rejected"]
+    assert header == [
+        "provider",
+        "rows in catalog",
+        "last extracted",
+        "last published",
+        "last rejected",
+        "changed since extract",
+    ]
     flickr = [
         c.strip() for c in table.locator("tbody tr").filter(has_text="flickr").first.locator("td").all_text_contents()
     ]

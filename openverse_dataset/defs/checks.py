@@ -3,6 +3,8 @@
 import fnmatch
 import json
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -10,9 +12,11 @@ import yaml
 from dagster_duckdb import DuckDBResource
 
 from openverse_dataset import licenses as lic
+from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.defs.common import key, md_table
 from openverse_dataset.defs.release import current_providers, load_stats
-from openverse_dataset.defs.resources import DataDirResource, PublishTargetResource
+from openverse_dataset.defs.resources import CatalogResource, DataDirResource, PublishTargetResource
+from openverse_dataset.layout import DataLayout
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release.removals import releases_dir
 from openverse_dataset.release.subsets import clean_files
@@ -131,23 +135,45 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=key(media, "release"),
         name="release_has_no_takedowns",
-        description="No identifier in the released data files is in the takedown snapshot.",
+        blocking=True,
+        description="Fails if any released identifier is in a takedown table now (api_deleted, api_mature, "
+        "deleted_<media>), read afresh rather than from the snapshot the clean step used.",
     )
     def release_no_takedowns(
-        publish_target: PublishTargetResource, data_dir: DataDirResource, duckdb: DuckDBResource
+        publish_target: PublishTargetResource,
+        data_dir: DataDirResource,
+        duckdb: DuckDBResource,
+        catalog: CatalogResource,
     ) -> dg.AssetCheckResult:
         kind, where = publish_target.resolved()
-        tk = data_dir.layout.takedowns_file(media.name)
         data: str | list[str] = os.path.join(where, media.repo_name, "data", "*", "*", "*.parquet")
         if kind != "local" or _dry_run(data_dir, media):  # the Hub (or a dry run) holds the local release tree
             data = _clean_paths(data_dir, media)
-        if not tk.exists() or not data:
-            return dg.AssetCheckResult(passed=False, metadata={"note": "no release or takedown snapshot"})
-        with duckdb.get_connection() as conn:
-            conn.read_parquet(data).create_view("released")
-            conn.read_parquet(str(tk)).create_view("takedowns")
-            leaked = conn.execute("select count(*) from released semi join takedowns using (identifier)").fetchone()[0]
-        return dg.AssetCheckResult(passed=leaked == 0, metadata={"leaked": leaked})
+        if not data:
+            return dg.AssetCheckResult(passed=False, metadata={"note": "no release to check"})
+        scratch = DataLayout(data_dir.layout.root / ".checks" / uuid.uuid4().hex)
+        try:
+            snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, scratch)
+            with duckdb.get_connection() as conn:
+                conn.read_parquet(data).create_view("released")
+                conn.read_parquet(str(scratch.takedowns_file(media.name))).create_view("takedowns")
+                rows = conn.execute(
+                    "select r.identifier, t.reason from released r join takedowns t using (identifier) "
+                    "order by 1 limit 20"
+                ).fetchall()
+                leaked = conn.execute(
+                    "select count(*) from released semi join takedowns using (identifier)"
+                ).fetchone()[0]
+        finally:
+            shutil.rmtree(scratch.root, ignore_errors=True)
+        return dg.AssetCheckResult(
+            passed=leaked == 0,
+            metadata={
+                "leaked": leaked,
+                "takedown_rows_checked": snap.total,
+                "examples": md_table(["identifier", "reason"], rows or [["(none)", ""]]),
+            },
+        )
 
     return [no_takedowns, licenses_valid, card_matches, release_no_takedowns]
 

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 import dagster as dg
 import pyarrow as pa
 
+from openverse_dataset.defs.tags import WATERMARK_TAG
 from openverse_dataset.media import COLUMN_DOCS, MEDIA_TYPES, MediaType
 
 OWNERS = ["team:openverse"]
@@ -101,3 +102,11 @@ def metadata_int(metadata: Mapping[str, dg.MetadataValue] | None, name: str) -> 
     """An integer metadata value, or None when the entry is absent."""
     value = (metadata or {}).get(name)
     return None if value is None else int(value.value)
+
+
+def recorded_watermarks(instance: dg.DagsterInstance, media: MediaType) -> dict[str, str]:
+    """provider -> watermark token of its latest raw materialization (one event-log query)."""
+    tags = instance.event_log_storage.get_latest_tags_by_partition(
+        key(media, "raw"), dg.DagsterEventType.ASSET_MATERIALIZATION, [WATERMARK_TAG]
+    )
+    return {p: t[WATERMARK_TAG] for p, t in tags.items() if WATERMARK_TAG in t}

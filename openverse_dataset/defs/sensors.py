@@ -18,10 +18,10 @@ import dagster as dg
 
 from openverse_dataset.catalog.providers import partition_key_problem
 from openverse_dataset.catalog.watermarks import TakedownMark, catalog_watermarks, takedown_mark, takedowns_since
-from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key
+from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key, recorded_watermarks
 from openverse_dataset.defs.jobs import refresh_job_name
 from openverse_dataset.defs.resources import CatalogResource
-from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG, WATERMARK_TAG
+from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
 RETRIES = {"dagster/max_retries": "2"}
@@ -29,14 +29,6 @@ RETRIES = {"dagster/max_retries": "2"}
 
 def apply_takedowns_job_name(media: str) -> str:
     return f"{media}_apply_takedowns"
-
-
-def recorded_watermarks(instance: dg.DagsterInstance, media: MediaType) -> dict[str, str]:
-    """provider -> watermark token of its latest raw materialization (one event-log query)."""
-    tags = instance.event_log_storage.get_latest_tags_by_partition(
-        key(media, "raw"), dg.DagsterEventType.ASSET_MATERIALIZATION, [WATERMARK_TAG]
-    )
-    return {p: t[WATERMARK_TAG] for p, t in tags.items() if WATERMARK_TAG in t}
 
 
 def stale_sensor(media: MediaType) -> dg.SensorDefinition:

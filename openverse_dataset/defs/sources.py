@@ -10,6 +10,7 @@ from openverse_dataset.catalog.connect import CatalogError, make_engine, redact,
 from openverse_dataset.catalog.providers import discover_providers
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.catalog.takedowns import snapshot_takedowns
+from openverse_dataset.catalog.watermarks import catalog_watermarks
 from openverse_dataset.defs.common import (
     CATALOG_POOL,
     OWNERS,
@@ -19,6 +20,7 @@ from openverse_dataset.defs.common import (
     latest_partition_metadata,
     md_table,
     metadata_int,
+    recorded_watermarks,
 )
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, catalog_kind
 from openverse_dataset.media import MEDIA_TYPES, MediaType
@@ -56,7 +58,11 @@ def count_rows_by_provider(url: str, media: MediaType) -> dict[str, int]:
 
 
 def provider_table(
-    instance: dg.DagsterInstance, media: MediaType, providers: list[str], catalog_rows: dict[str, int]
+    instance: dg.DagsterInstance,
+    media: MediaType,
+    providers: list[str],
+    catalog_rows: dict[str, int],
+    changed: dict[str, bool | None] | None = None,
 ) -> tuple[dg.MetadataValue, dict[str, int | None]]:
     """Per provider: catalog rows now, and what its last refresh extracted, published and rejected.
 
@@ -80,10 +86,13 @@ def provider_table(
         for k, v in got.items():
             if v is not None:
                 totals[k] = (totals[k] or 0) + v
-        rows.append([p, *(n(v) for v in got.values())])
+        moved = (changed or {}).get(p)
+        rows.append(
+            [p, *(n(v) for v in got.values()), "never extracted" if moved is None else "yes" if moved else "no"]
+        )
     table = md_table(
-        ["provider", "rows in catalog", "last extracted", "last published", "last rejected"],
-        rows or [["(none)", 0, "-", "-", "-"]],
+        ["provider", "rows in catalog", "last extracted", "last published", "last rejected", "changed since extract"],
+        rows or [["(none)", 0, "-", "-", "-", "-"]],
     )
     return table, totals
 
@@ -121,11 +130,16 @@ def providers_asset(media: MediaType) -> dg.AssetsDefinition:
         if found.rows_without_provider:
             context.log.warning(f"{found.rows_without_provider:,} {media.name} rows have no provider")
         context.log.info(f"{len(found.providers)} providers, {len(new)} new: {', '.join(new) or '-'}")
-        by_provider, totals = provider_table(context.instance, media, found.providers, catalog_rows)
+        # The catalog watermark of each provider against the one its last raw extract recorded (its data version).
+        marks = catalog_watermarks(catalog.catalog_url(), media)
+        recorded = recorded_watermarks(context.instance, media)
+        changed = {p: (recorded[p] != marks[p].token) if p in recorded else None for p in marks}
+        by_provider, totals = provider_table(context.instance, media, found.providers, catalog_rows, changed)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(found.providers),
                 "rows_by_provider": by_provider,
+                "providers_changed_since_extract": sum(1 for v in changed.values() if v),
                 "catalog_rows": totals["catalog"],
                 # Only once some partition has been refreshed: a 0 would draw a false point on the plots.
                 **{f"last_{k}_rows": totals[k] for k in ("published", "rejected") if totals[k] is not None},

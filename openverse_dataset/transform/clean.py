@@ -332,11 +332,13 @@ def output_columns(media: MediaType) -> list[str]:
     ]
 
 
-def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame) -> pl.LazyFrame:
+def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, dedupe: bool = True) -> pl.LazyFrame:
     """Apply every rule to a raw partition.
 
     `takedowns` has columns (identifier, reason) with reason in taken_down/deleted_in_catalog/mature.
-    The result has the output columns plus `_reject` (null for kept rows), `_reject_detail` and `_fix_*` flags.
+    The result has the output columns plus `_reject` (null for kept rows) and `_fix_*` flags. With
+    `dedupe=False` the caller removes duplicates of (provider, foreign_identifier) itself (the chunked clean
+    step does it across chunks, see `transform/partition.py`).
     """
     url_cols = ["foreign_landing_url", "url", "thumbnail", "creator_url"]
     lf = raw.join(
@@ -413,16 +415,17 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame) -> 
         .otherwise(pl.col("_license_reject"))
     )
     lf = lf.with_columns(reject.alias("_reject"))
-    # Dedupe among rows that survived every other rule; null keys (no foreign_identifier) never collide.
-    key = pl.when(pl.col("_reject").is_null() & pl.col("foreign_identifier").is_not_null()).then(
-        pl.struct("provider", "foreign_identifier")
-    )
-    lf = lf.with_columns(
-        pl.when(pl.col("_reject").is_null() & key.is_not_null() & ~key.is_first_distinct())
-        .then(pl.lit("duplicate"))
-        .otherwise(pl.col("_reject"))
-        .alias("_reject")
-    )
+    if dedupe:
+        # Dedupe among rows that survived every other rule; null keys (no foreign_identifier) never collide.
+        key = pl.when(pl.col("_reject").is_null() & pl.col("foreign_identifier").is_not_null()).then(
+            pl.struct("provider", "foreign_identifier")
+        )
+        lf = lf.with_columns(
+            pl.when(pl.col("_reject").is_null() & key.is_not_null() & ~key.is_first_distinct())
+            .then(pl.lit("duplicate"))
+            .otherwise(pl.col("_reject"))
+            .alias("_reject")
+        )
     return lf.with_columns(_license_url_and_attribution()).with_columns(
         pl.col("_slug").alias("license"),
         pl.col("_ver").alias("license_version"),

@@ -1,8 +1,11 @@
-"""Run the cleaning rules over one provider partition's files, streaming, in bounded memory.
+"""Run the cleaning rules over one provider partition's files in bounded memory, whatever its size.
 
-scan raw shards -> `clean_lazy` -> batches from polars' streaming engine -> kept rows split by license into
-`clean/<media>/<provider>/<license>/part-*.parquet`, rejects into `rejects/<media>/<provider>/`. Both folders
-are swapped into place only when complete.
+raw shards (in identifier order) -> chunks of `batch_rows` -> `clean_lazy` on each chunk, with the slice of the
+takedown snapshot that can match it -> kept rows split by license into
+`clean/<media>/<provider>/<license>/part-*.parquet`, rejects into `rejects/<media>/<provider>/`; duplicates of
+(provider, foreign_identifier) are then removed across chunks with DuckDB (out of core). Both folders are swapped
+into place only when complete. Chunking by hand rather than polars' streaming engine: the engine kept far more
+than a batch in flight for this plan (4.4 GiB peak on a 1.4M-row partition, growing with the partition).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, replace_dir
 from openverse_dataset.media import MediaType
-from openverse_dataset.parquet import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
+from openverse_dataset.parquet import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
 from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
     REJECT_COLUMNS,
@@ -28,7 +34,10 @@ from openverse_dataset.transform.clean import (
     reject_frame,
 )
 
-BATCH_ROWS = 50_000
+# Memory is bounded by one chunk in flight plus one pending row group per license writer: both kept small.
+# Measured on a 700k-row synthetic flickr partition: ~0.86-0.92 GiB peak whatever the partition size.
+BATCH_ROWS = 20_000
+CLEAN_ROW_GROUP_ROWS = 20_000
 # Plain `string`/`list` Arrow types (not large_*): what the Hub's viewer and most readers expect.
 ARROW_COMPAT = pl.CompatLevel.oldest()
 TAKEDOWN_SCHEMA = {"identifier": pl.String, "reason": pl.String}
@@ -77,6 +86,95 @@ def license_folder(slug: str) -> str:
     return lic.LICENSES[slug].config_name
 
 
+def _takedown_frame(path: Path | None) -> pl.DataFrame:
+    """Takedown snapshot, one row per identifier (the first reason in priority order), sorted by identifier."""
+    if path is None or not path.exists():
+        return pl.DataFrame(schema=TAKEDOWN_SCHEMA)
+    tk = pl.read_parquet(path).select(list(TAKEDOWN_SCHEMA))
+    return tk.unique("identifier", keep="first", maintain_order=True).sort("identifier")
+
+
+def _raw_chunks(files: list[Path], media: MediaType, batch_rows: int):
+    """The partition's raw rows in identifier order, `batch_rows` at a time: memory is bounded by one chunk."""
+    schema = media.raw_schema
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            if batch.num_rows:
+                yield pl.from_arrow(batch.cast(schema))
+
+
+def _drop_duplicates(
+    staging: Path, result: CleanResult, rejects: ShardWriter, rej_schema: pa.Schema, new_writer
+) -> None:
+    """Reject all but the first (by identifier) of rows sharing (provider, foreign_identifier), across chunks.
+
+    DuckDB finds duplicate keys over the kept rows out of core (the catalog's unique index makes them rare, so
+    this is one aggregate in the normal case); only license folders that hold a duplicate are rewritten, with
+    the same writer, so the output equals a whole-partition dedupe.
+    """
+    files = sorted(staging.glob("*/part-*.parquet"))
+    if not files:
+        return
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = '256MB'")
+        con.execute("SET temp_directory = ?", [str(staging.parent / f"{staging.name}.duckdb-tmp")])
+        con.read_parquet([str(f) for f in files]).create_view("c")
+        dups = [
+            r[0]
+            for r in con.execute(
+                "SELECT identifier FROM (SELECT identifier, row_number() OVER (PARTITION BY provider, "
+                "foreign_identifier ORDER BY identifier) AS n FROM c SEMI JOIN (SELECT provider, foreign_identifier "
+                "FROM c WHERE foreign_identifier IS NOT NULL GROUP BY ALL HAVING count(*) > 1) k "
+                "USING (provider, foreign_identifier)) WHERE n > 1"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+        shutil.rmtree(staging.parent / f"{staging.name}.duckdb-tmp", ignore_errors=True)
+    if not dups:
+        return
+    gone = pa.array(sorted(dups), pa.string())
+    for folder in sorted({f.parent for f in files}):
+        shards = sorted(folder.glob("part-*.parquet"))
+        hit = any(
+            pc.any(pc.is_in(pq.read_table(f, columns=["identifier"])["identifier"], value_set=gone)).as_py()
+            for f in shards
+        )
+        if not hit:
+            continue
+        writer = new_writer(folder.name, staging / ".dedupe")
+        for f in shards:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=50_000):
+                dup = pc.is_in(batch["identifier"], value_set=gone)
+                writer.write(batch.filter(pc.invert(dup)))
+                dropped = pl.from_arrow(batch.filter(dup))
+                if dropped.height:
+                    slug = dropped["license"][0]
+                    result.kept -= dropped.height
+                    result.by_license[slug] -= dropped.height
+                    result.rejected["duplicate"] += dropped.height
+                    rejects.write(
+                        dropped.select(
+                            "identifier", "provider", "source", "foreign_identifier",
+                            pl.lit("duplicate").alias("reason"),
+                            pl.col("license").alias("raw_license"),
+                            pl.col("license_version").alias("raw_license_version"),
+                            pl.col("url").alias("raw_url"), "title", "updated_on",
+                        ).to_arrow(compat_level=ARROW_COMPAT).cast(rej_schema)
+                    )  # fmt: skip
+        result.shards[folder.name] = writer.close()
+        shutil.rmtree(folder)
+        if result.shards[folder.name]:
+            (staging / ".dedupe" / folder.name).rename(folder)
+        else:
+            del result.shards[folder.name]
+    shutil.rmtree(staging / ".dedupe", ignore_errors=True)
+    result.by_license = Counter({k: v for k, v in result.by_license.items() if v})
+    dup_set = set(dups)
+    result.preview = [r for r in result.preview if r["identifier"] not in dup_set]
+
+
 def clean_partition(
     layout: DataLayout,
     media: MediaType,
@@ -85,7 +183,7 @@ def clean_partition(
     takedowns: Path | None = None,
     batch_rows: int = BATCH_ROWS,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
-    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    row_group_rows: int = CLEAN_ROW_GROUP_ROWS,
     progress=None,
 ) -> CleanResult:
     """Clean one provider partition from its raw shards; returns counts for metadata and logs."""
@@ -95,15 +193,8 @@ def clean_partition(
     cols = output_columns(media)
     schema = clean_schema(media)
     rej_schema = reject_schema(media)
-    if raw_files:
-        raw = pl.scan_parquet(raw_files, schema=pl.Schema(media.raw_schema))
-    else:
-        raw = pl.LazyFrame(schema=pl.Schema(media.raw_schema))
-    if takedowns is not None and takedowns.exists():
-        tk = pl.scan_parquet(takedowns)
-    else:
-        tk = pl.LazyFrame(schema=TAKEDOWN_SCHEMA)
-    plan = clean_lazy(raw, media, tk)
+    tk = _takedown_frame(takedowns)
+    tk_ids = tk["identifier"]
 
     clean_staging = layout.staging_dir(f"clean-{media.name}")
     rej_staging = layout.staging_dir(f"rejects-{media.name}")
@@ -111,8 +202,16 @@ def clean_partition(
     rej_staging.mkdir(parents=True)
     writers: dict[str, ShardWriter] = {}
     rejects = ShardWriter(rej_staging, rej_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
+
+    def new_writer(folder: str, root: Path = clean_staging) -> ShardWriter:
+        return ShardWriter(root / folder, schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
+
     try:
-        for batch in plan.collect_batches(chunk_size=batch_rows, maintain_order=True):
+        for chunk in _raw_chunks(raw_files, media, batch_rows):
+            # Raw shards are in identifier order: the takedowns that can match this chunk are one slice.
+            lo, hi = chunk["identifier"][0], chunk["identifier"][-1]
+            i, j = tk_ids.search_sorted(lo, side="left"), tk_ids.search_sorted(hi, side="right")
+            batch = clean_lazy(chunk.lazy(), media, tk.slice(i, j - i).lazy(), dedupe=False).collect()
             result.rows_in += batch.height
             fixes = batch.select([pl.col(c).sum() for c in FIX_COLUMNS] + [pl.col("_tags_dropped").sum()]).row(0)
             for name, n in zip([*FIX_COLUMNS, "_tags_dropped"], fixes, strict=True):
@@ -122,6 +221,7 @@ def clean_partition(
                     result.repairs[name.removeprefix("_fix_")] += int(n)
             kept = batch.filter(pl.col("_reject").is_null()).select(cols)
             bad = batch.filter(pl.col("_reject").is_not_null())
+            del batch
             if bad.height:
                 result.rejected.update(dict(bad["_reject"].value_counts().iter_rows()))
                 rejects.write(
@@ -134,15 +234,14 @@ def clean_partition(
                 for (slug,), part in kept.partition_by("license", as_dict=True, maintain_order=True).items():
                     folder = license_folder(slug)
                     if folder not in writers:
-                        writers[folder] = ShardWriter(
-                            clean_staging / folder, schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows
-                        )
+                        writers[folder] = new_writer(folder)
                     writers[folder].write(part.to_arrow(compat_level=ARROW_COMPAT).cast(schema))
                     result.by_license[slug] += part.height
             if progress:
                 progress(result.rows_in, time.perf_counter() - start)
         for folder, w in sorted(writers.items()):
             result.shards[folder] = w.close()
+        _drop_duplicates(clean_staging, result, rejects, rej_schema, new_writer)
         rejects.close()
         replace_dir(clean_staging, layout.clean_dir(media.name, provider))
         replace_dir(rej_staging, layout.rejects_dir(media.name, provider))
