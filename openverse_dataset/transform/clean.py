@@ -56,6 +56,9 @@ REPAIRS: dict[str, str] = {
 
 TAG = pl.Struct({"name": pl.String, "provider": pl.String, "accuracy": pl.Float64})
 TAGS = pl.List(TAG)
+# Decoded with accuracy as text so numbers and quoted numbers ("0.95", common in real rows) both take the fast
+# path; then cast, as Openverse compares float(accuracy).
+_TAGS_TEXT = pl.List(pl.Struct({"name": pl.String, "provider": pl.String, "accuracy": pl.String}))
 _DECODED = pl.Struct({"tags": TAGS, "malformed": pl.Boolean, "unicode": pl.Boolean})
 
 TAG_DENYLIST = [
@@ -83,7 +86,7 @@ TAG_MIN_ACCURACY = 0.90
 TAG_DENY_PROVIDERS = ["rekognition"]
 
 _ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
-_SLOW_TAGS = r'"name"\s*:\s*[^"\s]|"accuracy"\s*:\s*"|\\\\x[0-9A-Fa-f]{2}'
+_SLOW_TAGS = r'"name"\s*:\s*[^"\s]|\\\\x[0-9A-Fa-f]{2}'
 
 
 def unescape_bytes(name: str) -> str:
@@ -134,9 +137,15 @@ def decode_tags(raw: pl.Series) -> pl.Series:
     bytes and whole batches it rejects go through `_decode_one`.
     """
     n = len(raw)
-    slow = (raw.str.contains(_SLOW_TAGS) | ~raw.str.contains(r"^\s*(?:\[|null\s*$)")).fill_null(False)
+    empty = raw.str.contains(r"^\s*\{\s*\}\s*$").fill_null(False)  # old rows write "{}" for "no tags"
+    slow = ((raw.str.contains(_SLOW_TAGS) | ~raw.str.contains(r"^\s*(?:\[|null\s*$)")) & ~empty).fill_null(False)
     try:
-        fast = pl.select(pl.when(~slow).then(raw)).to_series().str.json_decode(TAGS)
+        fast = (
+            pl.select(pl.when(~slow & ~empty).then(raw))
+            .to_series()
+            .str.json_decode(_TAGS_TEXT)
+            .list.eval(pl.element().struct.with_fields(pl.field("accuracy").cast(pl.Float64, strict=False)))
+        )
     except pl.exceptions.PolarsError:
         slow = raw.is_not_null()
         fast = pl.Series("tags", [None] * n, dtype=TAGS)
