@@ -27,7 +27,7 @@ class S3DumpConfig(dg.Config):
 def s3_dump_asset(media: MediaType) -> dg.AssetsDefinition:
     @dg.asset(
         key=key(media, "s3_dump"),
-        deps=[key(media, "raw"), key(media, "clean"), key(media, "providers")],
+        deps=[key(media, "raw"), key(media, "clean"), key(media, "providers"), key(media, "takedowns")],
         group_name=media.name,
         kinds={"s3", "parquet"},
         owners=OWNERS,
@@ -36,7 +36,8 @@ def s3_dump_asset(media: MediaType) -> dg.AssetsDefinition:
             f"The {media.name} raw and cleaned Parquet shards of every provider in a requester-pays S3 bucket "
             "(OPENVERSE_S3_BUCKET/OPENVERSE_S3_PREFIX), with a manifest.json listing path, rows, bytes and "
             "sha256 per object. Objects whose sha256 is already there are skipped; big shards use multipart. "
-            "For consumers who want every catalog row (raw) or the whole dump without the Hub."
+            "For consumers who want every catalog row (raw, minus taken-down, deleted and sensitive works, which "
+            "never leave the data directory) or the whole dump without the Hub."
         ),
     )
     def _dump(
