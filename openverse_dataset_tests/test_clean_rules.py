@@ -263,3 +263,58 @@ def test_chunked_clean_step_equals_whole_partition_rules(image_raw, tmp_path):
     rejects = pl.read_parquet(layout.rejects_dir("image", "flickr") / "*.parquet")
     assert sorted(rejects.filter(pl.col("reason") == "duplicate")["identifier"]) == twins["identifier"].to_list()
     assert r.kept + r.rejected_total == raw.height
+
+
+def test_tags_decoded_in_slices_equal_one_pass(monkeypatch):
+    """Slices bound the JSON decoder's memory; a slice it rejects falls back alone, with the same values."""
+    import openverse_dataset.transform.clean as clean_mod
+
+    values = [
+        '[{"name": "a", "accuracy": 0.99}]',
+        '[{"name": "b", "accuracy": "0.5"}]',
+        '[{"name": "x"',  # rejected by polars: the fast path fails for its slice
+        None,
+        "{}",
+        '[{"name": "caf\\\\xc3\\\\xa9"}]',
+        '[{"name": 7}, {"name": "ok"}]',
+        "[]",
+        '[{"name": "z", "provider": "clarifai"}]',
+    ]
+    s = pl.Series(values)
+    one_pass = decode_tags(s).to_list()
+    for rows in (1, 2, 4):
+        monkeypatch.setattr(clean_mod, "JSON_SLICE_ROWS", rows)
+        assert decode_tags(s).to_list() == one_pass
+    assert one_pass[2] == {"tags": None, "malformed": True, "unicode": False}
+    assert one_pass[5]["tags"][0]["name"] == "café" and one_pass[5]["unicode"]
+    assert one_pass[1]["tags"][0]["accuracy"] == 0.5
+
+
+def test_failed_clean_leaves_previous_output_and_no_spool(image_raw, tmp_path):
+    """A clean that dies mid-partition keeps the last good output and leaves no partial or spooled file."""
+    from openverse_dataset.layout import DataLayout
+    from openverse_dataset.parquet import write_batches
+    from openverse_dataset.transform.partition import clean_partition
+
+    flickr = image_raw.filter(pl.col("provider") == "flickr").sort("identifier")
+    layout = DataLayout(tmp_path)
+    write_batches(
+        layout.raw_dir("image", "flickr"), IMAGE.raw_schema, flickr.to_arrow().cast(IMAGE.raw_schema).to_batches()
+    )
+    clean_partition(layout, IMAGE, "flickr", batch_rows=200)
+    out = layout.clean_dir("image", "flickr")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")}
+    assert len({p.parent for p in before}) > 1  # several license folders were spooled and written
+
+    def die(rows: int, seconds: float) -> None:
+        if rows > 400:
+            raise RuntimeError("killed mid-partition")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        clean_partition(layout, IMAGE, "flickr", batch_rows=200, progress=die)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")} == before
+    leftovers = [p for p in (tmp_path / ".staging").rglob("*") if p.is_file()]
+    assert leftovers == []
+    again = clean_partition(layout, IMAGE, "flickr", batch_rows=200)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")} == before
+    assert again.kept == sum(len(pl.read_parquet(out / p)) for p in before)

@@ -86,6 +86,7 @@ TAG_MIN_ACCURACY = 0.90
 TAG_DENY_PROVIDERS = ["rekognition"]
 
 _ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
+JSON_SLICE_ROWS = 2_000
 _SLOW_TAGS = r'"name"\s*:\s*[^"\s]|\\\\x[0-9A-Fa-f]{2}'
 
 
@@ -110,7 +111,7 @@ def _decode_one(text: str | None) -> tuple[list | None, bool, bool]:
         value = json.loads(text)
     except (ValueError, TypeError):
         return None, True, False
-    if value is None or value == {} or value == []:  # the catalog writes "{}" for "no tags" in old rows
+    if value is None or value == {}:  # the catalog writes "{}" for "no tags" in old rows
         return None, False, False
     if not isinstance(value, list):
         return None, True, False
@@ -134,21 +135,28 @@ def decode_tags(raw: pl.Series) -> pl.Series:
     """Tags JSON text -> list of {name, provider, accuracy}, never raising on bad input.
 
     Most rows go through polars' JSON decoder; rows it would coerce (non-string names), rows with escaped
-    bytes and whole batches it rejects go through `_decode_one`.
+    bytes and slices it rejects go through `_decode_one`.
     """
     n = len(raw)
     empty = raw.str.contains(r"^\s*\{\s*\}\s*$").fill_null(False)  # old rows write "{}" for "no tags"
     slow = ((raw.str.contains(_SLOW_TAGS) | ~raw.str.contains(r"^\s*(?:\[|null\s*$)")) & ~empty).fill_null(False)
-    try:
-        fast = (
-            pl.select(pl.when(~slow & ~empty).then(raw))
-            .to_series()
-            .str.json_decode(_TAGS_TEXT)
-            .list.eval(pl.element().struct.with_fields(pl.field("accuracy").cast(pl.Float64, strict=False)))
-        )
-    except pl.exceptions.PolarsError:
-        slow = raw.is_not_null()
-        fast = pl.Series("tags", [None] * n, dtype=TAGS)
+    # Decoded a few thousand rows at a time: polars' JSON decoder holds ~4 KB per row while it works (85 MB for
+    # 20k rows of tags here against 28 MB in 2k-row slices, and slices are faster too). A slice it rejects
+    # goes to the Python path on its own.
+    wanted = pl.select(pl.when(~slow & ~empty).then(raw)).to_series()
+    parts = []
+    for start in range(0, n, JSON_SLICE_ROWS):
+        part = wanted.slice(start, JSON_SLICE_ROWS)
+        try:
+            parts.append(
+                part.str.json_decode(_TAGS_TEXT).list.eval(
+                    pl.element().struct.with_fields(pl.field("accuracy").cast(pl.Float64, strict=False))
+                )
+            )
+        except pl.exceptions.PolarsError:
+            parts.append(pl.Series("tags", [None] * len(part), dtype=TAGS))
+            slow = slow.scatter(list(range(start, start + len(part))), raw.slice(start, len(part)).is_not_null())
+    fast = pl.concat(parts) if parts else pl.Series("tags", [], dtype=TAGS)
     malformed = [False] * n
     unicode = [False] * n
     idx = slow.arg_true().to_list()
@@ -199,77 +207,91 @@ def _int(col: str) -> tuple[pl.Expr, pl.Expr]:
     return pl.when(bad).then(None).otherwise(c).cast(pl.Int32).alias(col), bad.fill_null(False)
 
 
-def _filetype(media: MediaType) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+def _filetype(media: MediaType) -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """(first stage: the given and URL-derived filetypes; second stage: final value and repair flags)."""
     aliases = dict(media.filetype_aliases)
-    raw = pl.col("filetype")
-    given = raw.str.strip_chars().str.to_lowercase().replace(aliases)
-    given = pl.when(given != "").then(given)
+    given = pl.col("filetype").str.strip_chars().str.to_lowercase().replace(aliases)
     ext = pl.col("url").str.extract(r"\.([A-Za-z0-9]{1,5})(?:[?#].*)?$").str.to_lowercase().replace(aliases)
+    first = [pl.when(given != "").then(given).alias("_ft_given"), ext.alias("_ft_ext")]
+    given, ext, raw = pl.col("_ft_given"), pl.col("_ft_ext"), pl.col("filetype")
     known = list(media.filetypes)
     final = pl.when(given.is_in(known)).then(given).when(given.is_null() & ext.is_in(known)).then(ext)
-    normalised = given.is_in(known) & (given != raw)
-    from_url = given.is_null() & ext.is_in(known)
-    dropped = given.is_not_null() & ~given.is_in(known)
-    return (
+    second = [
         final.alias("filetype"),
-        normalised.fill_null(False),
-        from_url.fill_null(False),
-        dropped.fill_null(False),
-    )
+        (given.is_in(known) & (given != raw)).fill_null(False).alias("_fix_filetype_normalised"),
+        (given.is_null() & ext.is_in(known)).fill_null(False).alias("_fix_filetype_from_url"),
+        (given.is_not_null() & ~given.is_in(known)).fill_null(False).alias("_fix_filetype_dropped"),
+    ]
+    return first, second
 
 
-def _license_columns() -> list[pl.Expr]:
-    """Resolve slug/version/jurisdiction, deed URL, display name and Openverse's attribution text."""
+def _license_stages() -> list[list[pl.Expr]]:
+    """Resolve slug/version/jurisdiction, as successive `with_columns` stages.
+
+    Staged so each intermediate (JSON path lookups above all) is computed once per row: as one expression tree
+    polars evaluated the shared parts several times over (2.0 s against 0.3 s per 200k rows).
+    """
     raw_slug = pl.col("license")
     slug = raw_slug.str.strip_chars().str.to_lowercase()
-    slug = pl.when(slug != "").then(slug.replace(lic.ALIASES))
     raw_ver = pl.col("license_version").str.strip_chars()
-    raw_ver = pl.when(raw_ver != "").then(raw_ver)
-    ver = pl.when(raw_ver.str.contains(r"^\d+$")).then(raw_ver + ".0").otherwise(raw_ver)
-
-    meta_url = pl.col("meta_data").str.json_path_match("$.license_url").str.strip_chars()
-    parts = meta_url.str.extract_groups(lic.LICENSE_URL_RE.pattern)
-    url_slug = parts.struct.field("1").replace(lic.ALIASES)
-    url_ver = parts.struct.field("2")
-    url_jur = parts.struct.field("3").fill_null("")
+    first = [
+        pl.when(slug != "").then(slug.replace(lic.ALIASES)).alias("_slug"),
+        pl.when(raw_ver != "").then(raw_ver).alias("_raw_ver"),
+        pl.col("meta_data").str.json_path_match("$.license_url").str.strip_chars().alias("_meta_url"),
+    ]
+    rv = pl.col("_raw_ver")
+    second = [
+        pl.when(rv.str.contains(r"^\d+$")).then(rv + ".0").otherwise(rv).alias("_ver_in"),
+        pl.col("_meta_url").str.extract_groups(lic.LICENSE_URL_RE.pattern).alias("_url_parts"),
+    ]
+    parts = pl.col("_url_parts")
+    third = [
+        parts.struct.field("1").replace(lic.ALIASES).alias("_url_slug"),
+        parts.struct.field("2").alias("_url_ver"),
+        parts.struct.field("3").fill_null("").alias("_url_jur"),
+    ]
+    slug, ver, url_slug, url_ver, url_jur = (
+        pl.col(c) for c in ("_slug", "_ver_in", "_url_slug", "_url_ver", "_url_jur")
+    )
     same_slug = (url_slug == slug).fill_null(False)
-    row_jur = pl.when(same_slug & (url_ver == ver)).then(url_jur).otherwise(pl.lit(""))
+    fourth = [
+        same_slug.alias("_same_slug"),
+        pl.when(same_slug & (url_ver == ver)).then(url_jur).otherwise(pl.lit("")).alias("_row_jur"),
+        slug.is_in(["cc0", "pdm"]).fill_null(False).alias("_pd"),
+        slug.is_in(list(lic.LICENSES)).fill_null(False).alias("_known"),
+        slug.is_in([s for s, x in lic.LICENSES.items() if x.served]).fill_null(False).alias("_served"),
+    ]
 
     def valid(s: pl.Expr, v: pl.Expr, j: pl.Expr) -> pl.Expr:
         return pl.concat_str([s, v, j], separator="|").is_in(list(lic.valid_keys())).fill_null(False)
 
-    pd = slug.is_in(["cc0", "pdm"]).fill_null(False)
-    ok_row = valid(slug, ver, row_jur)
-    ok_url = same_slug & valid(slug, url_ver, url_jur)
+    fifth = [
+        valid(slug, ver, pl.col("_row_jur")).alias("_ok_row"),
+        (pl.col("_same_slug") & valid(slug, url_ver, url_jur)).alias("_ok_url"),
+    ]
+    pd, ok_row, ok_url, known = pl.col("_pd"), pl.col("_ok_row"), pl.col("_ok_url"), pl.col("_known")
     final_ver = pl.when(pd).then(pl.lit("1.0")).when(ok_row).then(ver).when(ok_url).then(url_ver)
-    final_jur = pl.when(pd).then(pl.lit("")).when(ok_row).then(row_jur).when(ok_url).then(url_jur)
-
-    known = slug.is_in(list(lic.LICENSES)).fill_null(False)
-    served = slug.is_in([s for s, x in lic.LICENSES.items() if x.served]).fill_null(False)
+    final_jur = pl.when(pd).then(pl.lit("")).when(ok_row).then(pl.col("_row_jur")).when(ok_url).then(url_jur)
     reason = (
         pl.when(~known)
         .then(pl.lit("unknown_license"))
-        .when(~served)
+        .when(~pl.col("_served"))
         .then(pl.lit("license_not_served"))
         .when(final_ver.is_null() & ver.is_null())
         .then(pl.lit("missing_license_version"))
         .when(final_ver.is_null())
         .then(pl.lit("invalid_license_version"))
     )
-    return [
-        slug.alias("_slug"),
+    sixth = [
         final_ver.alias("_ver"),
         final_jur.alias("_jur"),
-        meta_url.alias("_meta_url"),
-        url_slug.alias("_url_slug"),
-        url_ver.alias("_url_ver"),
-        url_jur.alias("_url_jur"),
         reason.alias("_license_reject"),
         ((slug != raw_slug) & known).fill_null(False).alias("_fix_license_normalised"),
-        (ok_row & ~pd & (ver != raw_ver)).fill_null(False).alias("_fix_license_version_normalised"),
+        (ok_row & ~pd & (ver != rv)).fill_null(False).alias("_fix_license_version_normalised"),
         (pd & known & (ver.is_null() | (ver != "1.0"))).fill_null(False).alias("_fix_license_version_corrected"),
         (~pd & ~ok_row & ok_url).fill_null(False).alias("_fix_license_version_from_url"),
     ]
+    return [first, second, third, fourth, fifth, sixth]
 
 
 def _license_url_and_attribution() -> list[pl.Expr]:
@@ -373,10 +395,11 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, 
         e, flag = _int(col)
         exprs.append(e)
         int_flags.append(flag)
-    ft, ft_norm, ft_url, ft_drop = _filetype(media)
+    ft_first, ft_second = _filetype(media)
+    license_stages = _license_stages()
     cat = pl.col("category").str.strip_chars().str.to_lowercase()
     exprs += [
-        ft,
+        *ft_first,
         pl.when(cat.is_in(list(media.categories))).then(cat).alias("category"),
         pl.col("tags").map_batches(decode_tags, return_dtype=_DECODED, is_elementwise=True).alias("_decoded"),
         pl.col("url").alias("_raw_url"),
@@ -387,18 +410,17 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, 
         pl.any_horizontal(scheme_flags).alias("_fix_url_scheme_added"),
         pl.any_horizontal(dropped_flags).alias("_fix_url_dropped"),
         pl.any_horizontal(int_flags).alias("_fix_integer_out_of_range"),
-        ft_norm.alias("_fix_filetype_normalised"),
-        ft_url.alias("_fix_filetype_from_url"),
-        ft_drop.alias("_fix_filetype_dropped"),
         (cat.is_not_null() & (cat != "") & ~cat.is_in(list(media.categories)))
         .fill_null(False)
         .alias("_fix_category_dropped"),
         (pl.col("meta_data").str.json_path_match("$.mature").str.to_lowercase() == "true")
         .fill_null(False)
         .alias("_mature_by_provider"),
-        *_license_columns(),
+        *license_stages[0],
     ]
-    lf = lf.with_columns(exprs)
+    lf = lf.with_columns(exprs).with_columns(ft_second + license_stages[1])
+    for stage in license_stages[2:]:
+        lf = lf.with_columns(stage)
 
     decoded = pl.col("_decoded").struct.field("tags")
     decoded = decoded.list.eval(pl.element().struct.with_fields(pl.field("name").str.strip_chars().alias("name")))
