@@ -22,11 +22,29 @@ DEFAULT_SHARD_BYTES = 384 * 1024 * 1024
 
 WRITER_OPTIONS = {
     "compression": "zstd",
-    "compression_level": 3,
+    # Level 1, not 3: on raw catalog rows it encodes ~25% faster and, with dictionaries only where values
+    # repeat (below), files came out 7% smaller than level 3 with dictionaries everywhere.
+    "compression_level": 1,
     "write_page_index": True,
     "use_content_defined_chunking": True,
     "write_statistics": True,
 }
+
+# Columns whose values repeat (a few licenses, providers, file types...): dictionary-encoded. The rest
+# (identifiers, URLs, titles, JSON text) are nearly unique: a dictionary attempt there only costs CPU before
+# the writer falls back to plain encoding.
+DICTIONARY_COLUMNS = frozenset(
+    {
+        "provider", "source", "ingestion_type", "license", "license_version", "license_jurisdiction",
+        "license_url", "filetype", "category", "watermarked", "removed_from_source", "width", "height",
+        "reason", "raw_license", "raw_license_version", "sample_rate", "bit_rate", "audio_set",
+    }
+)  # fmt: skip
+
+
+def writer_options(schema: pa.Schema) -> dict:
+    """Writer settings for one schema: the shared options plus dictionaries for its repeating columns."""
+    return {**WRITER_OPTIONS, "use_dictionary": [n for n in schema.names if n in DICTIONARY_COLUMNS]}
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ class ShardWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / f"{self.prefix}-{len(self.shards):05d}.parquet"
             self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
-            self._writer = pq.ParquetWriter(self._sink, self.schema, **WRITER_OPTIONS)
+            self._writer = pq.ParquetWriter(self._sink, self.schema, **writer_options(self.schema))
         self._writer.write_table(group, row_group_size=n)
         del group
         self._rows_in_shard += n

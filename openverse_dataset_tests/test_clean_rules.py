@@ -318,3 +318,22 @@ def test_failed_clean_leaves_previous_output_and_no_spool(image_raw, tmp_path):
     again = clean_partition(layout, IMAGE, "flickr", batch_rows=200)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")} == before
     assert again.kept == sum(len(pl.read_parquet(out / p)) for p in before)
+
+
+def test_prefetched_reader_keeps_order_and_raises_its_errors():
+    from openverse_dataset.transform.partition import _prefetched
+
+    assert list(_prefetched(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise OSError("corrupt raw shard")
+
+    got = []
+    with pytest.raises(OSError, match="corrupt raw shard"):
+        for item in _prefetched(broken()):
+            got.append(item)
+    assert got == [1]
+    early = _prefetched(iter(range(1000)))  # a consumer that stops early does not leave the thread blocked
+    assert next(early) == 0
+    early.close()

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, segment
-from openverse_dataset.parquet import WRITER_OPTIONS, ShardWriter, sha256_file
+from openverse_dataset.parquet import ShardWriter, sha256_file, writer_options
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 64 * 1024 * 1024
@@ -77,7 +77,7 @@ def without_takedowns(shard: Path, takedowns: pa.Array, out_dir: Path) -> Path:
     if shards:
         os.replace(staging / shards[0].name, target)
     else:
-        pq.write_table(pf.schema_arrow.empty_table(), target, **WRITER_OPTIONS)
+        pq.write_table(pf.schema_arrow.empty_table(), target, **writer_options(pf.schema_arrow))
     shutil.rmtree(staging, ignore_errors=True)
     return target
 

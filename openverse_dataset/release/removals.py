@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from openverse_dataset.layout import DataLayout, segment
-from openverse_dataset.parquet import WRITER_OPTIONS
+from openverse_dataset.parquet import writer_options
 
 INDEX_SCHEMA = pa.schema(
     [("identifier", pa.string()), ("provider", pa.string()), ("license", pa.string()), ("row_hash", pa.string())]
@@ -150,7 +150,7 @@ def _list(paths: list[str]) -> str:
 
 def _write(table: pa.Table, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
-    pq.write_table(table, tmp, **WRITER_OPTIONS)
+    pq.write_table(table, tmp, **writer_options(table.schema))
     os.replace(tmp, dest)
 
 

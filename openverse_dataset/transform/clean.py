@@ -201,6 +201,11 @@ def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     return fixed, s.is_not_null() & ~has_scheme, valid
 
 
+def _where_key(col: str, key: str) -> pl.Expr:
+    """The JSON text of `col` where it mentions `"key"` at all, else null (nulls skip the JSON parser)."""
+    return pl.when(pl.col(col).str.contains(f'"{key}"', literal=True)).then(pl.col(col))
+
+
 def _int(col: str) -> tuple[pl.Expr, pl.Expr]:
     c = pl.col(col)
     bad = (c >= INT_MISSING) | (c < 0)
@@ -413,7 +418,8 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, 
         (cat.is_not_null() & (cat != "") & ~cat.is_in(list(media.categories)))
         .fill_null(False)
         .alias("_fix_category_dropped"),
-        (pl.col("meta_data").str.json_path_match("$.mature").str.to_lowercase() == "true")
+        # Parsed only where the key can be: a JSON path on every row cost ~1 s per million rows.
+        (_where_key("meta_data", "mature").str.json_path_match("$.mature").str.to_lowercase() == "true")
         .fill_null(False)
         .alias("_mature_by_provider"),
         *license_stages[0],
