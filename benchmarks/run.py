@@ -6,13 +6,14 @@
 It creates a scratch database on 127.0.0.1:5432 (dropped at the end), fills it server-side with a synthetic
 `image` table (see `synth.py`), and times, on the largest provider's partition:
 (a) `COPY (<the extract's SELECT> [ORDER BY identifier]) TO STDOUT (FORMAT binary)` via psql to /dev/null: the
-ceiling (ordered, as our shards need, and unordered); (b) this project's raw extract (`readers=1` and `2`);
-(c) pandas.read_sql -> Parquet (on a capped subset: it holds everything in memory); (d) polars.read_database
-over SQLAlchemy batches (`stream_results=True`) -> Parquet; and this project's clean step on the extract's
-shards. Every method runs in its own process; peak RSS is that process's `ru_maxrss` (os.wait4). Timed methods
-run `--repeat` times, interleaved, and the median is reported: the machine is shared, so only ratios within
-one run mean anything. A run's fixed cost (interpreter, imports, connections; and a Dagster materialization)
-is measured on an empty partition. Results go to `benchmarks/results/latest.json`.
+ceiling (ordered, as our shards need, and unordered); (b) this project's raw extract (`readers=1` and `2`),
+and its two sides apart (ADBC fetch with the batches discarded; the same rows encoded by the Parquet writer
+from memory); (c) pandas.read_sql -> Parquet (on a capped subset: it holds everything in memory);
+(d) polars.read_database over SQLAlchemy batches (`stream_results=True`) -> Parquet; and this project's clean
+step on the extract's shards. Every method runs in its own process; peak RSS is that process's `ru_maxrss`
+(os.wait4). Timed methods run `--repeat` times, interleaved, and the median is reported: the machine is
+shared, so only ratios within one run mean anything. A run's fixed cost (interpreter, imports, connections;
+and a Dagster materialization) is measured on an empty partition. Results go to `benchmarks/results/latest.json`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,35 @@ def _child(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         r = extract_partition(args.url, IMAGE, args.provider, DataLayout(work), readers=args.readers)
         out = {"rows": r.rows, "seconds": time.perf_counter() - t, "bytes": r.bytes, "shards": len(r.shards)}
+    elif args.method == "adbc_fetch":
+        # The extract's read side alone: the same SELECT through ADBC, batches discarded (no Parquet).
+        import adbc_driver_postgresql.dbapi as pgdbapi
+
+        from openverse_dataset.catalog.extract import ADBC_BATCH_BYTES
+
+        t = time.perf_counter()
+        rows = 0
+        with pgdbapi.connect(args.url) as conn, conn.cursor() as cur:
+            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)})
+            cur.execute(_pg_sql(select_partition(IMAGE, args.provider)))
+            for batch in cur.fetch_record_batch():
+                rows += batch.num_rows
+        out = {"rows": rows, "seconds": time.perf_counter() - t}
+    elif args.method == "encode":
+        # The extract's write side alone: its shards' rows, read into memory first (untimed), encoded again
+        # with the same writer; CPU seconds are what the writer adds on top of reading.
+        import pyarrow.parquet as pq
+
+        from openverse_dataset.parquet import ShardWriter
+
+        src = sorted((work / "raw" / "image" / args.provider).glob("part-*.parquet"))
+        table = pq.read_table(src).combine_chunks()
+        c0, t = time.process_time(), time.perf_counter()
+        w = ShardWriter(work / "encode", IMAGE.raw_schema)
+        for batch in table.to_batches(max_chunksize=20_000):
+            w.write(batch)
+        w.close()
+        out = {"rows": table.num_rows, "seconds": time.perf_counter() - t, "encode_cpu_s": time.process_time() - c0}
     elif args.method == "clean":
         from openverse_dataset.transform.partition import clean_partition
 
@@ -236,6 +266,7 @@ def main() -> None:
             "copy_unordered": lambda: _measure(_psql_copy(url, unordered)),
             "extract": lambda: _measure(_child_cmd("extract", pg_url, provider, tmp / "data", readers=1)),
             "extract_readers2": lambda: _measure(_child_cmd("extract", pg_url, provider, tmp / "r2", readers=2)),
+            "adbc_fetch_only": lambda: _measure(_child_cmd("adbc_fetch", pg_url, provider, tmp)),
             "polars_read_database": lambda: _measure(_child_cmd("polars", pg_url, provider, tmp)),
             "clean": lambda: _measure(_child_cmd("clean", pg_url, provider, tmp / "data")),
         }
@@ -247,6 +278,8 @@ def main() -> None:
                 r["wall_s"] = r.get("seconds", r["process_s"])
                 runs[key].append(r)
                 log(f"  [{i + 1}/{args.repeat}] {key:22s} {r['wall_s']:7.2f}s  {r['peak_rss_mib']:7.0f} MiB")
+        runs["parquet_encode_only"] = [_measure(_child_cmd("encode", pg_url, provider, tmp / "data"))]
+        runs["parquet_encode_only"][0]["wall_s"] = runs["parquet_encode_only"][0]["seconds"]
         log("  pandas.read_sql (capped subset)")
         runs["pandas_read_sql"] = [
             _measure(_child_cmd("pandas", pg_url, provider, tmp, limit=min(args.pandas_rows, n))) for _ in range(1)
@@ -284,6 +317,8 @@ def main() -> None:
                 "peak_rss_mib": round(max(r["peak_rss_mib"] for r in rs)),
                 "runs_wall_s": [round(r["wall_s"], 2) for r in rs],
             }
+            if "encode_cpu_s" in rs[0]:
+                entry["encode_cpu_s"] = round(med(key, "encode_cpu_s"), 2)
             if rows and not fixed:  # per-row time against the ceiling's per-row time (pandas runs on a subset)
                 entry["x_ordered_copy"] = round((wall / rows) / (ceiling / n), 3)
                 entry["x_unordered_copy"] = round((wall / rows) / (ceiling_un / n), 3)

@@ -246,7 +246,8 @@ def _adbc_batches(
     ranges = identifier_ranges(n_ranges)
     readers = min(readers, len(ranges))
     extra["readers"], extra["ranges"] = readers, len(ranges)
-    queues: list[queue.Queue] = [queue.Queue(maxsize=QUEUE_BATCHES) for _ in ranges]
+    depth = max(2, QUEUE_BATCHES // readers)  # the same memory in flight whatever the number of readers
+    queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in ranges]
     stop = threading.Event()
     threads: list[_RangeReader] = []
     coordinator = None
