@@ -150,8 +150,22 @@ def _vm_hwm_mib() -> float:
 
 
 # -------------------------------------------------------------------------------------------- parent side
+def _machine_cpu_s() -> float:
+    """CPU-seconds the whole machine has been busy (user+nice+system+irq+softirq), from /proc/stat.
+
+    The server's share of a method is not in the child's rusage: the difference of this figure around a method
+    counts it too, which shows how close a method runs to what the cores can do at all."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def _measure(cmd: list[str], *, stdout: int | None = None, stderr: int | None = None) -> dict:
-    """Run one process; wall seconds and its own peak RSS (ru_maxrss of exactly that child)."""
+    """Run one process; wall seconds, its own peak RSS (ru_maxrss of exactly that child), and machine CPU."""
+    busy = _machine_cpu_s()
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=stderr, text=True)
     out = proc.stdout.read() if proc.stdout else ""
@@ -160,7 +174,12 @@ def _measure(cmd: list[str], *, stdout: int | None = None, stderr: int | None = 
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"{cmd[:4]}... exited {proc.returncode}")
-    result = {"process_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime}
+    result = {
+        "process_s": wall,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "machine_cpu_s": _machine_cpu_s() - busy,
+    }
     if out.strip():
         result.update(json.loads(out.strip().splitlines()[-1]))
         if "peak_rss_mib" in result and result["peak_rss_mib"] > 0 and "seconds" not in result:
@@ -312,6 +331,9 @@ def main() -> None:
                 "wall_s": round(wall, 2),
                 "process_s": round(med(key, "process_s"), 2),
                 "cpu_s": round(med(key, "cpu_s"), 2),
+                # whole machine (server included) over the whole process, and its share of all cores
+                "machine_cpu_s": round(med(key, "machine_cpu_s"), 2),
+                "machine_busy": round(med(key, "machine_cpu_s") / (med(key, "process_s") * (os.cpu_count() or 1)), 2),
                 "rows": rows,
                 "rows_per_s": round(rows / wall) if wall and rows else None,
                 "peak_rss_mib": round(max(r["peak_rss_mib"] for r in rs)),
@@ -335,6 +357,7 @@ def main() -> None:
                 n_big = conn.execute(count, {"p": provider}).scalar()
             big_runs = [_measure(_child_cmd("extract", pg_url, provider, tmp / "big", readers=1)) for _ in range(1)]
             rss_big = max(r["peak_rss_mib"] for r in big_runs)
+            clean_big = _measure(_child_cmd("clean", pg_url, provider, tmp / "big"))
             report["scale"] = {
                 "rows": big,
                 "partition_rows": n_big,
@@ -342,6 +365,9 @@ def main() -> None:
                 "extract_rows_per_s": round(n_big / big_runs[0]["seconds"]),
                 "extract_peak_rss_mib": round(rss_big),
                 "rss_vs_base": round(rss_big / m["extract"]["peak_rss_mib"], 3),
+                "clean_wall_s": round(clean_big["seconds"], 2),
+                "clean_peak_rss_mib": round(clean_big["peak_rss_mib"]),
+                "clean_rss_vs_base": round(clean_big["peak_rss_mib"] / m["clean"]["peak_rss_mib"], 3),
             }
         report["targets"] = {
             "extract_x_ordered_copy<=1.25": m["extract"]["x_ordered_copy"] <= 1.25,
@@ -350,7 +376,8 @@ def main() -> None:
             if "scale" in report
             else None,
             "clean<=2x_extract": m["clean"]["x_extract"] <= 2,
-            "clean_rss<=512MiB": m["clean"]["peak_rss_mib"] <= 512,
+            "clean_rss<=512MiB": m["clean"]["peak_rss_mib"] <= 512
+            and ("scale" not in report or report["scale"]["clean_peak_rss_mib"] <= 512),
         }
     finally:
         if not args.keep_db:
@@ -362,14 +389,17 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(f"{'method':26s} {'wall s':>8s} {'rows/s':>10s} {'x ord.':>7s} {'x unord.':>8s} {'peak RSS':>9s}")
+    head = f"{'method':26s} {'wall s':>8s} {'rows/s':>10s} {'x ord.':>7s} {'x unord.':>8s} {'peak RSS':>9s}"
+    print(f"{head} {'machine CPU s':>14s} {'busy':>5s}")
     for key, e in report["methods"].items():
         xo, xu = (f"{e[k]:.2f}" if k in e else "-" for k in ("x_ordered_copy", "x_unordered_copy"))
         rate = f"{e['rows_per_s']:,}" if e["rows_per_s"] else "-"
-        print(f"{key:26s} {e['wall_s']:8.2f} {rate:>10s} {xo:>7s} {xu:>8s} {e['peak_rss_mib']:6d} MiB")
+        row = f"{key:26s} {e['wall_s']:8.2f} {rate:>10s} {xo:>7s} {xu:>8s} {e['peak_rss_mib']:6d} MiB"
+        print(f"{row} {e['machine_cpu_s']:14.1f} {e['machine_busy']:5.0%}")
     if "scale" in report:
         s = report["scale"]
         print(f"extract at {s['rows']:,} rows: {s['extract_peak_rss_mib']} MiB peak RSS ({s['rss_vs_base']:.2f}x)")
+        print(f"clean at {s['rows']:,} rows: {s['clean_peak_rss_mib']} MiB peak RSS ({s['clean_rss_vs_base']:.2f}x)")
     print("targets:", json.dumps(report["targets"]))
     print(f"wrote {args.out}")
 
