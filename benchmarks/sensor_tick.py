@@ -20,6 +20,7 @@ import uuid
 
 import dagster as dg
 import sqlalchemy as sa
+import synth  # benchmarks/synth.py: scratch databases
 
 ADMIN = os.environ.get("OPENVERSE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -31,15 +32,11 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=5)
     args = ap.parse_args()
     name = f"openverse_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
+    url = synth.create_database(ADMIN, name)
     try:
         run(url, args)
     finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        synth.drop_database(ADMIN, name)
 
 
 def run(url: str, args: argparse.Namespace) -> None:

@@ -7,9 +7,7 @@ large files) and content-defined chunking (the Hub's Xet storage deduplicates un
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -152,20 +150,6 @@ class ShardWriter:
             finally:
                 self._sink.close()
             self._writer = None
-
-
-def use_lean_memory_pool() -> None:
-    """Make jemalloc Arrow's default pool even if pyarrow was loaded before this package set it up.
-
-    `openverse_dataset/__init__.py` asks for jemalloc before pyarrow loads (the full effect: C++ internals use
-    it too); when a host imported pyarrow first, this at least moves pyarrow's own allocations (clean step of
-    1.4M rows: ~520 MiB peak with mimalloc, ~450 MiB with jemalloc from the start, ~520 MiB switched late).
-    """
-    wanted = os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
-    if wanted != "jemalloc" or pa.default_memory_pool().backend_name == "jemalloc":
-        return
-    with contextlib.suppress(NotImplementedError):  # a pyarrow build without jemalloc keeps its default
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
 def write_batches(folder: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch], **kw) -> list[ShardInfo]:

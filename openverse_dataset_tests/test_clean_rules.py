@@ -334,6 +334,16 @@ def test_prefetched_reader_keeps_order_and_raises_its_errors():
         for item in _prefetched(broken()):
             got.append(item)
     assert got == [1]
-    early = _prefetched(iter(range(1000)))  # a consumer that stops early does not leave the thread blocked
-    assert next(early) == 0
-    early.close()
+    # A consumer that stops early never leaves the reader blocked: neither on an item nor on the end marker
+    # (with [1, 2] the reader has put 2 and waits to put the end when the consumer stops).
+    import threading
+    import time
+
+    for items in (range(1000), [1, 2]):
+        early = _prefetched(iter(items))
+        assert next(early) == items[0]
+        time.sleep(0.3)
+        closer = threading.Thread(target=early.close, daemon=True)
+        closer.start()
+        closer.join(timeout=5)
+        assert not closer.is_alive(), f"closing the reader hung with {len(items)} items"

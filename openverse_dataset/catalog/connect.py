@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -41,3 +42,12 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
     return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp read from the catalog, aware and in UTC: PostgreSQL returns it aware, SQLite (where we store
+    UTC) naive or as text."""
+    if value is None:
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

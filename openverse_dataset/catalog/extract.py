@@ -25,17 +25,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, scrub
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.layout import DataLayout, replace_dir
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
+from openverse_dataset.streams import put_unless_stopped
 
 DEFAULT_BATCH_ROWS = 50_000
 # Batches a reader may hold ahead of the writer, per range (16 x ~4 MiB). Enough to keep the server streaming
@@ -109,14 +110,6 @@ def select_watermark(media: MediaType, provider: str) -> sa.Select:
     return sa.select(sa.func.count(), sa.func.max(t.c.updated_on)).where(t.c.provider == provider)
 
 
-def _as_utc(value: datetime | str | None) -> datetime | None:
-    """Aggregates come back aware (PostgreSQL), naive or as text (SQLite, where we store UTC)."""
-    if value is None:
-        return None
-    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def _rows_to_batch(rows: list, schema: pa.Schema) -> pa.RecordBatch:
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     arrays = [pa.array(col, type=f.type, from_pandas=False) for col, f in zip(columns, schema, strict=True)]
@@ -188,13 +181,7 @@ class _RangeReader(threading.Thread):
         self._cursor = None
 
     def _put(self, k: int, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queues[k].put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(self.queues[k], item, self.stop)
 
     def cancel(self) -> None:
         """Ask the server to stop this reader's query (a sort can run for minutes before the first row)."""
@@ -390,7 +377,7 @@ def extract_partition(
         rows=writer.rows,
         shards=shards,
         snapshot_rows=int(rows_seen or 0),
-        max_updated_on=_as_utc(max_updated),
+        max_updated_on=as_utc(max_updated),
         seconds=time.perf_counter() - start,
         batches=n_batches,
         extra=extra,

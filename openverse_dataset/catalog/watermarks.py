@@ -9,20 +9,13 @@ even on an 800M-row table; the row count, which needs a scan, is optional.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, scrub
 from openverse_dataset.catalog.schema import API_DELETED_TABLES, API_MATURE_TABLES, DELETED_TABLES, MEDIA_TABLES
 from openverse_dataset.media import MediaType
-
-
-def _utc(v) -> datetime | None:
-    if v is None:
-        return None
-    dt = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -89,7 +82,7 @@ def catalog_watermarks(url: str, media: MediaType, *, counts: bool = False) -> d
         raise CatalogError(f"reading {media.name} watermarks at {redact(url)} failed: {scrub(str(exc), url)}") from None
     finally:
         engine.dispose()
-    return {p: Watermark(p, _utc(u), _utc(dl), int(n) if n is not None else None) for p, u, dl, n in rows}
+    return {p: Watermark(p, as_utc(u), as_utc(dl), int(n) if n is not None else None) for p, u, dl, n in rows}
 
 
 def provider_watermark(url: str, media: MediaType, provider: str) -> Watermark:
@@ -104,7 +97,7 @@ def provider_watermark(url: str, media: MediaType, provider: str) -> Watermark:
         raise CatalogError(f"reading the watermark of {provider!r} failed: {scrub(str(exc), url)}") from None
     finally:
         engine.dispose()
-    return Watermark(provider, _utc(u), _utc(dl))
+    return Watermark(provider, as_utc(u), as_utc(dl))
 
 
 @dataclass(frozen=True)
@@ -135,7 +128,7 @@ def takedown_mark(catalog_url: str, api_url: str, media: MediaType) -> TakedownM
     finally:
         api.dispose()
         cat.dispose()
-    return TakedownMark(_utc(a), _utc(m), _utc(dl))
+    return TakedownMark(as_utc(a), as_utc(m), as_utc(dl))
 
 
 def takedowns_since(

@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, replace_dir
 from openverse_dataset.media import MediaType
-from openverse_dataset.parquet import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter, use_lean_memory_pool
+from openverse_dataset.parquet import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
+from openverse_dataset.streams import put_unless_stopped
 from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
     REJECT_COLUMNS,
@@ -122,32 +123,24 @@ def _prefetched(items: Iterator, depth: int = 1) -> Iterator:
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     end = object()
+    failure: list[BaseException] = []
 
     def run() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put_unless_stopped(q, item, stop):
                     return
-            q.put((end, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put((end, exc))
+        except BaseException as exc:  # raised in the consumer, after the items before it
+            failure.append(exc)
+        put_unless_stopped(q, end, stop)
 
     thread = threading.Thread(target=run, name="clean-reader", daemon=True)
     thread.start()
     try:
-        while True:
-            item = q.get()
-            if isinstance(item, tuple) and len(item) == 2 and item[0] is end:
-                if item[1] is not None:
-                    raise item[1]
-                return
+        while (item := q.get()) is not end:
             yield item
+        if failure:
+            raise failure[0]
     finally:
         stop.set()
         thread.join()
@@ -163,7 +156,6 @@ class _Spool:
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
-        self.schema = schema
         self._sink = pa.OSFile(str(path), "wb")
         options = pa.ipc.IpcWriteOptions(compression="lz4")
         self._writer = pa.ipc.new_stream(self._sink, schema, options=options)
@@ -274,7 +266,6 @@ def clean_partition(
     progress=None,
 ) -> CleanResult:
     """Clean one provider partition from its raw shards; returns counts for metadata and logs."""
-    use_lean_memory_pool()
     start = time.perf_counter()
     result = CleanResult(media=media.name, provider=provider)
     raw_files = sorted(layout.raw_dir(media.name, provider).glob("part-*.parquet"))
