@@ -1,10 +1,12 @@
-"""Shared fixtures: demo rows as polars frames, an isolated environment, a throwaway PostgreSQL database."""
+"""Shared fixtures: demo rows as polars frames, an isolated environment, throwaway PostgreSQL databases
+(an empty one, and the production-shaped catalog + API pair built from Openverse's own DDL)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 
 from openverse_dataset.catalog.seed import demo_rows
 from openverse_dataset.media import AUDIO, IMAGE, MediaType
+from openverse_dataset_tests.upstream import UpstreamCatalog
 
 PG_ADMIN_URL = os.environ.get("OPENVERSE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -61,10 +64,10 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return data
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL database of the test's own on 127.0.0.1:5432, dropped afterwards."""
-    name = f"openverse_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def scratch_database(prefix: str = "openverse_test") -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1:5432 with a random name, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -75,3 +78,26 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database of the test's own (e.g. for Dagster's storage), dropped afterwards."""
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture
+def upstream_catalog() -> Iterator[UpstreamCatalog]:
+    """Openverse's production shape: a catalog database from its upstream DDL and a separate API database.
+
+    `.catalog_url` / `.api_url`; `.seed_demo()`, `.insert_media()`, `.move_to_deleted()`, `.take_down()`,
+    `.mark_sensitive()`, `.add_source()`; `.configure(monkeypatch)` sets OPENVERSE_CATALOG_URL and
+    OPENVERSE_API_DB_URL. Only the indexes Openverse has; `prepare-catalog` is the one way to add more.
+    """
+    with scratch_database("openverse_catalog") as catalog_url, scratch_database("openverse_api") as api_url:
+        cat = UpstreamCatalog(catalog_url, api_url).create()
+        try:
+            yield cat
+        finally:
+            cat.dispose()

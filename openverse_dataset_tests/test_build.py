@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from openverse_dataset.catalog.seed import seed_catalog
 from openverse_dataset.cli import main
 from openverse_dataset.layout import segment
 from openverse_dataset.release.subsets import SubsetStats
@@ -68,16 +67,15 @@ def test_building_twice_gives_byte_identical_parquet(env: Path):
 
 
 @pytest.mark.postgres
-def test_postgres_build_matches_sqlite_build(env: Path, pg_url: str, monkeypatch, tmp_path):
+def test_postgres_build_matches_sqlite_build(env: Path, upstream_catalog, monkeypatch, tmp_path):
+    """The demo rows in Openverse's real catalog and API databases build the same release as the SQLite demo."""
     assert main(["build"]) == 0
     sqlite_data = env
-    seed_catalog(pg_url)
-    seed_catalog(pg_url)  # seeding twice is harmless
-    with sa.create_engine(pg_url).connect() as conn:
-        assert conn.scalar(sa.text("select count(*) from image")) == 1899
+    upstream_catalog.seed_demo()
+    assert upstream_catalog.scalar("select count(*) from image") == 1899
     pg_data = tmp_path / "pg-data"
     monkeypatch.setenv("OPENVERSE_DATA_DIR", str(pg_data))
-    monkeypatch.setenv("OPENVERSE_CATALOG_URL", pg_url)
+    upstream_catalog.configure(monkeypatch)
     assert main(["build"]) == 0
     for repo in REPOS:
         a, b = sqlite_data / "hub" / repo, pg_data / "hub" / repo

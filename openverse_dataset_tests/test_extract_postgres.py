@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from openverse_dataset.catalog.extract import extract_partition, identifier_ranges
-from openverse_dataset.catalog.schema import MEDIA_TABLES, create_catalog_tables
+from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.layout import DataLayout
 from openverse_dataset.media import IMAGE
 
@@ -64,13 +64,10 @@ def rows(n: int, provider: str = "flickr", start: int = 0) -> list[dict]:
 
 
 @pytest.fixture
-def pg_catalog(pg_url: str) -> str:
-    engine = sa.create_engine(pg_url)
-    create_catalog_tables(engine)
-    with engine.begin() as conn:
-        conn.execute(MEDIA_TABLES["image"].insert(), rows(1500) + rows(40, provider="wikimedia"))
-    engine.dispose()
-    return pg_url
+def pg_catalog(upstream_catalog) -> str:
+    """Openverse's real image table holding 1,500 flickr and 40 wikimedia rows."""
+    upstream_catalog.insert_media("image", rows(1500) + rows(40, provider="wikimedia"))
+    return upstream_catalog.catalog_url
 
 
 KW = {"row_group_rows": 256, "shard_bytes": 20_000, "batch_rows": 97}
@@ -119,7 +116,7 @@ def test_fan_out_readers_share_one_snapshot(pg_catalog, tmp_path, monkeypatch):
     def change_then_start(self) -> None:
         if not changed:
             with engine.begin() as conn:
-                conn.execute(MEDIA_TABLES["image"].insert(), rows(300, start=10_000))
+                conn.execute(MEDIA_TABLES["image"].insert(), rows(300, start=10_000))  # columns by name only
                 conn.execute(sa.text("UPDATE image SET title = 'changed' WHERE provider = 'flickr'"))
             changed.append(True)
         start(self)
@@ -169,25 +166,19 @@ def _nested(depth: int) -> dict:
     return value
 
 
-def test_nastiest_real_values_round_trip_exactly_through_both_paths(pg_url, tmp_path):
+def test_nastiest_real_values_round_trip_exactly_through_both_paths(upstream_catalog, tmp_path):
     """Huge titles, escape-looking text, deep JSON, NULLs where old schemas allowed them, on an old-style table."""
-    md = sa.MetaData()
-    old = sa.Table(  # like an old production schema: no NOT NULL anywhere, varchar(5000) instead of text
-        "image",
-        md,
-        *[
-            sa.Column(
-                c.name,
-                sa.String(5000) if isinstance(c.type, sa.Text) and c.name in ("url", "title") else c.type,
-                primary_key=c.name == "identifier",
-                nullable=c.name != "identifier",
-            )
-            for c in MEDIA_TABLES["image"].columns
-        ],
+    # Openverse's table as older production schemas had it: varchar(3000) urls, no NOT NULL but the key's
+    upstream_catalog.execute(
+        "ALTER TABLE image ALTER COLUMN url TYPE character varying(3000), "
+        + ", ".join(
+            f"ALTER COLUMN {c} DROP NOT NULL"
+            for c in ("url", "license", "created_on", "updated_on", "removed_from_source")
+        )
     )
-    old.c.title.type = sa.Text()  # 1 MB titles exist; the length limit is the URL's
+    old = upstream_catalog.table("image")
+    pg_url = upstream_catalog.catalog_url
     engine = sa.create_engine(pg_url)
-    md.create_all(engine)
     nasty = rows(6)
     nasty[0].update(title="T" * 1_000_000 + " end", creator="\\xf1\\xff literal backslashes \\u0000 \\n")
     nasty[1].update(

@@ -7,7 +7,6 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.seed import seed_catalog
 from openverse_dataset.definitions import defs as load_defs
 from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key
 from openverse_dataset.defs.resources import build_resources
@@ -32,11 +31,11 @@ def run_requests(defs, instance, requests, job_name) -> None:
         assert job.execute_in_process(instance=instance, partition_key=r.partition_key, tags=r.tags).success
 
 
-def test_sensors_refresh_only_what_changed(env, pg_url, monkeypatch):
-    seed_catalog(pg_url)
-    monkeypatch.setenv("OPENVERSE_CATALOG_URL", pg_url)
+def test_sensors_refresh_only_what_changed(env, upstream_catalog, monkeypatch):
+    upstream_catalog.seed_demo()
+    upstream_catalog.configure(monkeypatch)
     defs = load_defs()
-    engine = sa.create_engine(pg_url)
+    engine = upstream_catalog.catalog
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("discover_providers").execute_in_process(instance=instance).success
         # first tick: every provider is new to the raw asset -> all requested once
@@ -88,11 +87,11 @@ def test_sensors_refresh_only_what_changed(env, pg_url, monkeypatch):
         run_requests(defs, instance, added.run_requests, "image_refresh_provider")
 
 
-def test_takedown_fast_path_recleans_only_the_affected_provider(env, pg_url, monkeypatch):
-    seed_catalog(pg_url)
-    monkeypatch.setenv("OPENVERSE_CATALOG_URL", pg_url)
+def test_takedown_fast_path_recleans_only_the_affected_provider(env, upstream_catalog, monkeypatch):
+    upstream_catalog.seed_demo()
+    upstream_catalog.configure(monkeypatch)  # the takedown tables live in the separate API database
     defs = load_defs()
-    engine = sa.create_engine(pg_url)
+    engine = upstream_catalog.catalog
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("discover_providers").execute_in_process(instance=instance).success
         for p in instance.get_dynamic_partitions("image_providers"):
@@ -114,8 +113,7 @@ def test_takedown_fast_path_recleans_only_the_affected_provider(env, pg_url, mon
             )
         released = pl.read_parquet(env / "hub" / "openverse-images" / "data" / "*" / "*" / "*.parquet")
         assert victim in released["identifier"].to_list()
-        with engine.begin() as conn:
-            conn.execute(sa.text("insert into api_deletedimage values (cast(:i as uuid), now(), now())"), {"i": victim})
+        upstream_catalog.take_down("image", [victim])
 
         second = tick(defs, "image_takedowns", instance, first.cursor)
         assert [r.partition_key for r in second.run_requests] == ["rijksmuseum"]
