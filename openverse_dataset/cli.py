@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from openverse_dataset.deadruns import process_tags
 from openverse_dataset.media import MEDIA_TYPES
 
 console = Console(stderr=True)
@@ -36,7 +37,12 @@ def _instance(stack: ExitStack):
     import dagster as dg
 
     if os.environ.get("DAGSTER_HOME"):
-        return stack.enter_context(dg.DagsterInstance.get())
+        from openverse_dataset.deadruns import fail_dead_runs
+
+        instance = stack.enter_context(dg.DagsterInstance.get())
+        for run_id in fail_dead_runs(instance):  # a killed build must not hold a pool slot forever
+            console.print(f"[yellow]run {run_id} had died with its process: marked failed, its pool slots freed")
+        return instance
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="openverse-dagster-"))
     console.print(f"[dim]DAGSTER_HOME is not set: using a temporary instance in {tmp}[/dim]")
     return stack.enter_context(dg.DagsterInstance.local_temp(tmp, overrides={"telemetry": {"enabled": False}}))
@@ -91,6 +97,7 @@ def build(
                 asset_selection=[key(media, "providers"), key(media, "takedowns")],
                 raise_on_error=False,
                 run_config=run_config,
+                tags=process_tags(),
             )
             if not r.success:
                 failures += [f"{media} discovery: {f}" for f in _failed_steps(r)] or [f"{media} discovery failed"]
@@ -116,7 +123,11 @@ def build(
                 for p in wanted:
                     bar.update(task, current=p)
                     r = refresh.execute_in_process(
-                        instance=instance, partition_key=p, raise_on_error=False, run_config=run_config
+                        instance=instance,
+                        partition_key=p,
+                        raise_on_error=False,
+                        run_config=run_config,
+                        tags=process_tags(),
                     )
                     if not r.success:
                         failures += [f"{media}/{p}: {f}" for f in _failed_steps(r)] or [f"{media}/{p} failed"]
@@ -134,7 +145,10 @@ def _run_publish(defs, instance, media: str, verbose: bool, dry_run: bool) -> li
     from openverse_dataset.defs.jobs import publish_job_name
 
     r = defs.resolve_job_def(publish_job_name(media)).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=_publish_config(media, verbose, dry_run)
+        instance=instance,
+        raise_on_error=False,
+        run_config=_publish_config(media, verbose, dry_run),
+        tags=process_tags(),
     )
     problems = _failed_steps(r)
     if not r.success or problems:

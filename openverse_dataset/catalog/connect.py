@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -42,6 +42,20 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
     return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+# What a watermark may be: a timestamp Python can hold and not in the future. `infinity`, year 10000 and BC
+# values cannot be read at all (psycopg raises), and one row stamped `2999-01-01` would pin the maximum for
+# good, so no later edit of that provider would ever move its watermark again.
+FUTURE_SLACK = timedelta(days=1)  # clock skew between this host and the database
+PG_SANE_TIMESTAMP = "{col} >= '0001-01-01' AND {col} < statement_timestamp() + interval '1 day'"
+
+
+def sane_max(col: sa.ColumnElement) -> sa.ColumnElement:
+    """`max(col)` over the values a watermark may hold (see FUTURE_SLACK): never unreadable, never frozen."""
+    low = sa.literal(datetime(1, 1, 1, tzinfo=UTC), sa.DateTime(timezone=True))
+    high = sa.literal(datetime.now(UTC).replace(microsecond=0) + FUTURE_SLACK, sa.DateTime(timezone=True))
+    return sa.func.max(col).filter(sa.and_(col >= low, col < high))
 
 
 def as_utc(value: datetime | str | None) -> datetime | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +30,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, sane_max, scrub
 from openverse_dataset.catalog.schema import MEDIA_TABLES
-from openverse_dataset.layout import DataLayout, replace_dir
+from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dir
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
 from openverse_dataset.streams import put_unless_stopped
@@ -68,10 +67,22 @@ class ExtractResult:
         return sum(s.bytes for s in self.shards)
 
 
-def select_partition(media: MediaType, provider: str, lower: str | None = None, upper: str | None = None) -> sa.Select:
+# The provider name is untrusted text (it may hold `%`, quotes, anything): the fast path binds it as a
+# parameter of `set_config` and its COPY queries read it back with `current_setting`, never as a literal.
+PROVIDER_SETTING = "openverse.provider"
+
+
+def _provider_value(provider: str | None) -> sa.ColumnElement:
+    return sa.func.current_setting(PROVIDER_SETTING) if provider is None else sa.literal(provider)
+
+
+def select_partition(
+    media: MediaType, provider: str | None, lower: str | None = None, upper: str | None = None
+) -> sa.Select:
     """The partition's rows, every column by name, uuid/jsonb as text, in a stable order (identifier).
 
-    `lower` (inclusive) and `upper` (exclusive) restrict it to one identifier range of a fan-out.
+    `lower` (inclusive) and `upper` (exclusive) restrict it to one identifier range of a fan-out. `provider`
+    None reads the provider bound in the session (`bind_provider`).
     """
     t = MEDIA_TABLES[media.name]
     cols = [
@@ -80,7 +91,7 @@ def select_partition(media: MediaType, provider: str, lower: str | None = None, 
         else t.c[f.name]
         for f in media.raw_schema
     ]
-    stmt = sa.select(*cols).where(t.c.provider == provider)
+    stmt = sa.select(*cols).where(t.c.provider == _provider_value(provider))
     if lower is not None:
         stmt = stmt.where(t.c.identifier >= lower)
     if upper is not None:
@@ -105,9 +116,15 @@ def _uuid_text(value: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def select_watermark(media: MediaType, provider: str) -> sa.Select:
+def select_watermark(media: MediaType, provider: str | None) -> sa.Select:
     t = MEDIA_TABLES[media.name]
-    return sa.select(sa.func.count(), sa.func.max(t.c.updated_on)).where(t.c.provider == provider)
+    return sa.select(sa.func.count(), sane_max(t.c.updated_on)).where(t.c.provider == _provider_value(provider))
+
+
+def bind_provider(cur, provider: str) -> None:
+    """Bind the provider name as a parameter, for this transaction's `current_setting` reads (ADBC cursor)."""
+    cur.execute(f"SELECT set_config('{PROVIDER_SETTING}', $1, true)", parameters=(provider,))
+    cur.fetchall()
 
 
 def _rows_to_batch(rows: list, schema: pa.Schema) -> pa.RecordBatch:
@@ -203,14 +220,15 @@ class _RangeReader(threading.Thread):
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 if self.snapshot:
                     cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
+                bind_provider(cur, self.provider)
                 if self.watermark is not None:
-                    cur.execute(_pg_sql(select_watermark(self.media, self.provider)))
+                    cur.execute(_pg_sql(select_watermark(self.media, None)))
                     self.watermark.extend(cur.fetchone())
                 cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)})
                 for k, lower, upper in self.ranges:
                     if self.stop.is_set():
                         return
-                    cur.execute(_pg_sql(select_partition(self.media, self.provider, lower, upper)))
+                    cur.execute(_pg_sql(select_partition(self.media, None, lower, upper)))
                     for batch in cur.fetch_record_batch():
                         if batch.num_rows and not self._put(k, batch.rename_columns(schema.names).cast(schema)):
                             return  # the writer stopped: closing the connection ends the COPY and the snapshot
@@ -246,7 +264,8 @@ def _adbc_batches(
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cur.execute("SELECT pg_export_snapshot()")
                 snapshot = cur.fetchone()[0]
-                cur.execute(_pg_sql(select_watermark(media, provider)))
+                bind_provider(cur, provider)
+                cur.execute(_pg_sql(select_watermark(media, None)))
                 watermark.extend(cur.fetchone())
         indexed = [(k, lo, hi) for k, (lo, hi) in enumerate(ranges)]
         for j in range(min(readers, len(ranges))):
@@ -335,6 +354,7 @@ def extract_partition(
         for batch in batches:
             writer.write(batch)
             n_batches += 1
+            crash_point("extract")
             if writer.rows // row_group_rows != groups:  # a row group was written: its batches are free
                 groups = writer.rows // row_group_rows
                 trim()
@@ -352,7 +372,7 @@ def extract_partition(
         replace_dir(staging, final)
     except sa.exc.SQLAlchemyError as exc:
         writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
+        release_staging(staging)
         raise CatalogError(
             f"extract of {media.name}/{provider!r} from {redact(url)} failed: {scrub(str(exc), url)}"
         ) from None
@@ -360,7 +380,7 @@ def extract_partition(
         if batches is not None and hasattr(batches, "close"):
             batches.close()
         writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
+        release_staging(staging)
         if _adbc_error(exc):
             raise CatalogError(
                 f"extract of {media.name}/{provider!r} from {redact(url)} failed: {scrub(str(exc), url)}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -12,7 +11,7 @@ import sqlalchemy as sa
 
 from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
 from openverse_dataset.catalog.schema import API_DELETED_TABLES, API_MATURE_TABLES, DELETED_TABLES
-from openverse_dataset.layout import DataLayout
+from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import ShardWriter
 
@@ -72,5 +71,5 @@ def snapshot_takedowns(catalog_url: str, api_url: str, media: MediaType, layout:
             os.replace(staging / "empty.parquet", final)
     finally:
         writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
+        release_staging(staging)
     return TakedownSnapshot(counts)

@@ -13,7 +13,15 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import (
+    PG_SANE_TIMESTAMP,
+    CatalogError,
+    as_utc,
+    make_engine,
+    redact,
+    sane_max,
+    scrub,
+)
 from openverse_dataset.catalog.schema import API_DELETED_TABLES, API_MATURE_TABLES, DELETED_TABLES, MEDIA_TABLES
 from openverse_dataset.media import MediaType
 
@@ -46,8 +54,10 @@ def _pg_sql(media: MediaType, counts: bool) -> sa.TextClause:
             FROM p WHERE p.provider IS NOT NULL
         )
         SELECT p.provider,
-               (SELECT max(u.updated_on) FROM {media.table} u WHERE u.provider = p.provider),
-               (SELECT max(d.deleted_on) FROM {media.deleted_table} d WHERE d.provider = p.provider)
+               (SELECT max(u.updated_on) FILTER (WHERE {PG_SANE_TIMESTAMP.format(col="u.updated_on")})
+                FROM {media.table} u WHERE u.provider = p.provider),
+               (SELECT max(d.deleted_on) FILTER (WHERE {PG_SANE_TIMESTAMP.format(col="d.deleted_on")})
+                FROM {media.deleted_table} d WHERE d.provider = p.provider)
                {count}
         FROM p WHERE p.provider IS NOT NULL ORDER BY p.provider
     """)  # table names come from media.py, never from input
@@ -62,13 +72,11 @@ def catalog_watermarks(url: str, media: MediaType, *, counts: bool = False) -> d
                 rows = conn.execute(_pg_sql(media, counts)).all()
             else:
                 t, d = MEDIA_TABLES[media.name], DELETED_TABLES[media.name]
-                deleted = (
-                    sa.select(d.c.provider, sa.func.max(d.c.deleted_on).label("m")).group_by(d.c.provider).subquery()
-                )
+                deleted = sa.select(d.c.provider, sane_max(d.c.deleted_on).label("m")).group_by(d.c.provider).subquery()
                 stmt = (
                     sa.select(
                         t.c.provider,
-                        sa.func.max(t.c.updated_on),
+                        sane_max(t.c.updated_on),
                         sa.func.max(deleted.c.m),
                         sa.func.count() if counts else sa.null(),
                     )
@@ -91,8 +99,8 @@ def provider_watermark(url: str, media: MediaType, provider: str) -> Watermark:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            u = conn.scalar(sa.select(sa.func.max(t.c.updated_on)).where(t.c.provider == provider))
-            dl = conn.scalar(sa.select(sa.func.max(d.c.deleted_on)).where(d.c.provider == provider))
+            u = conn.scalar(sa.select(sane_max(t.c.updated_on)).where(t.c.provider == provider))
+            dl = conn.scalar(sa.select(sane_max(d.c.deleted_on)).where(d.c.provider == provider))
     except sa.exc.SQLAlchemyError as exc:
         raise CatalogError(f"reading the watermark of {provider!r} failed: {scrub(str(exc), url)}") from None
     finally:

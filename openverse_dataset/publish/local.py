@@ -6,11 +6,17 @@ A release is assembled in a staging folder beside the repository folder and swap
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 
-from openverse_dataset.layout import replace_dir, segment
+from openverse_dataset.layout import (
+    STAGING,
+    crash_point,
+    new_staging,
+    recover_area,
+    release_staging,
+    replace_dir,
+    segment,
+)
 from openverse_dataset.parquet import sha256_file
 from openverse_dataset.publish.plan import Plan, make_plan
 from openverse_dataset.release.tree import TreeFile, materialize_tree
@@ -37,11 +43,13 @@ def publish_local(files: list[TreeFile], target_root: Path, repo_name: str, *, d
     plan = make_plan(files, remote_tree(dest))
     if dry_run:
         return plan
-    staging = dest.parent / f".staging-{segment(repo_name)}-{uuid.uuid4().hex}"
+    area = dest.parent / STAGING  # beside the repositories: same filesystem, so the switch is one exchange
+    recover_area(area)
+    staging = new_staging(area, "release")
     try:
         materialize_tree(files, staging)
+        crash_point("release")
         replace_dir(staging, dest)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        release_staging(staging)
     return plan

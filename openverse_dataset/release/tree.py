@@ -48,10 +48,17 @@ def release_files(
 
 
 def materialize_tree(files: list[TreeFile], dest: Path) -> None:
-    """Lay the files out under `dest` (hard links when on the same filesystem, copies otherwise)."""
+    """Lay the files out under `dest` (hard links when on the same filesystem, copies otherwise).
+
+    Only data shards are linked: they are written once, in staging, and never changed in place. The card and
+    the removals file are rewritten by every build (dry runs included), so the release gets its own copy.
+    """
     for f in files:
         target = dest / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
+        if not f.path.startswith("data/"):
+            shutil.copyfile(f.source, target)
+            continue
         try:
             os.link(f.source, target)
         except OSError:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from openverse_dataset import licenses as lic
-from openverse_dataset.layout import DataLayout, replace_dir
+from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dirs
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
 from openverse_dataset.streams import put_unless_stopped
@@ -268,7 +268,8 @@ def clean_partition(
     """Clean one provider partition from its raw shards; returns counts for metadata and logs."""
     start = time.perf_counter()
     result = CleanResult(media=media.name, provider=provider)
-    raw_files = sorted(layout.raw_dir(media.name, provider).glob("part-*.parquet"))
+    raw_dir = layout.require_dir(layout.raw_dir(media.name, provider), f"raw extract of {media.name}/{provider!r}")
+    raw_files = sorted(raw_dir.glob("part-*.parquet"))
     cols = output_columns(media)
     schema = clean_schema(media)
     rej_schema = reject_schema(media)
@@ -320,6 +321,7 @@ def clean_partition(
                         spools[folder] = _Spool(clean_staging / f".{folder}.arrows", schema)
                     spools[folder].write(part.to_arrow(compat_level=ARROW_COMPAT).cast(schema))
                     result.by_license[slug] += part.height
+            crash_point("clean")
             if progress:
                 progress(result.rows_in, time.perf_counter() - start)
 
@@ -335,15 +337,20 @@ def clean_partition(
                 result.shards[folder] = shards
         _drop_duplicates(clean_staging, result, rejects, rej_schema, new_writer)
         rejects.close()
-        replace_dir(clean_staging, layout.clean_dir(media.name, provider))
-        replace_dir(rej_staging, layout.rejects_dir(media.name, provider))
+        # One transaction: the removal reasons always match the kept rows, even across a kill.
+        replace_dirs(
+            [
+                (clean_staging, layout.clean_dir(media.name, provider)),
+                (rej_staging, layout.rejects_dir(media.name, provider)),
+            ]
+        )
     except BaseException:
         for w in [*writers, rejects]:
             w.abort()
         for spool in spools.values():
             spool.abort()
-        shutil.rmtree(clean_staging, ignore_errors=True)
-        shutil.rmtree(rej_staging, ignore_errors=True)
+        release_staging(clean_staging)
+        release_staging(rej_staging)
         raise
     result.seconds = time.perf_counter() - start
     return result

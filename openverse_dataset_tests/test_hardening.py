@@ -1,0 +1,281 @@
+"""Hardening: kill -9 at each stage, concurrent swaps, dead runs, hostile provider names and values.
+
+The crash tests run the real CLI in a subprocess that kills itself with SIGKILL at a named point
+(`OPENVERSE_CRASH_AT`, see `layout.crash_point`), exactly as `kill -9` would, then run it again and require
+the same bytes as a build that was never interrupted, no staging left, and no hang (a timeout bounds it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from openverse_dataset.layout import (
+    SEGMENT_MAX_BYTES,
+    DataLayout,
+    MissingInputError,
+    is_shortened,
+    replace_dir,
+    segment,
+    unsegment,
+)
+
+ROOT = Path(__file__).parents[1]
+BUILD_TIMEOUT = 240  # seconds: a re-run that waits on a dead run's pool slot fails here instead of hanging
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".staging" not in p.relative_to(root).parts
+    }
+
+
+def leftovers(root: Path) -> list[str]:
+    """Files or folders a finished process should not have left in any staging area under `root`."""
+    out = []
+    for area in root.rglob(".staging"):
+        for p in area.rglob("*"):
+            if p.name == ".swap.lock" or (p.is_dir() and p.parent == area):
+                continue  # the area's lock and its (empty) per-kind folders
+            out.append(str(p.relative_to(root)))
+    return sorted(out)
+
+
+def run_cli(args: list[str], env: dict, timeout: float = BUILD_TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "openverse_dataset.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_env(base: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENVERSE_") and k != "DAGSTER_HOME"}
+    home = base / "dagster-home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    env.update(
+        DAGSTER_HOME=str(home),
+        OPENVERSE_DATA_DIR=str(base / "data"),
+        OPENVERSE_RELEASE_DATE="2026-11-27",
+        HF_HUB_OFFLINE="1",
+        **extra,
+    )
+    return env
+
+
+# -- swaps ------------------------------------------------------------------------------------------------------
+def _staged(layout: DataLayout, kind: str, version: str) -> Path:
+    p = layout.staging_dir(kind)
+    p.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (p / name).write_text(version)
+    return p
+
+
+def test_concurrent_swaps_never_show_a_missing_or_mixed_folder(tmp_path):
+    layout = DataLayout(tmp_path)
+    final = tmp_path / "clean" / "image" / "flickr"
+    replace_dir(_staged(layout, "clean-image", "v0"), final)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def read(fd: int, name: str) -> str:
+        f = os.open(name, os.O_RDONLY, dir_fd=fd)
+        try:
+            return os.read(f, 100).decode()
+        finally:
+            os.close(f)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY)  # a reader holding the folder it opened
+            except FileNotFoundError:
+                seen.append("missing")  # the folder was absent for a moment
+                continue
+            try:
+                versions = {read(fd, n) for n in ("a", "b", "c")}
+            except FileNotFoundError:
+                versions = {"(emptied)"}  # the old folder was removed under the reader: a mix of nothing
+            finally:
+                os.close(fd)
+            seen.append("ok" if len(versions) == 1 and "(emptied)" not in versions else f"mixed {sorted(versions)}")
+
+    def writer(w: int) -> None:
+        for i in range(60):
+            replace_dir(_staged(layout, "clean-image", f"w{w}-{i}"), final)
+
+    threads = [threading.Thread(target=reader)] + [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    assert "missing" not in seen
+    assert seen.count("ok") > 10
+    mixed = [s for s in seen if s != "ok"]
+    assert mixed == [] or all("(emptied)" in m for m in mixed), mixed[:3]
+    assert (final / "a").read_text() in {f"w{w}-59" for w in range(2)}
+    assert leftovers(tmp_path) == []
+
+
+CRASH_SWAP = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from openverse_dataset.layout import DataLayout, replace_dirs
+    layout = DataLayout(Path(sys.argv[1]))
+    pairs = []
+    for name in ("clean", "rejects"):
+        s = layout.staging_dir(name)
+        s.mkdir(parents=True)
+        (s / "version").write_text("new")
+        pairs.append((s, layout.root / name / "image" / "p"))
+    replace_dirs(pairs)
+    """
+)
+
+
+@pytest.mark.parametrize("point", ["swap-journaled", "swap-between"])
+def test_a_switch_killed_midway_is_finished_by_the_next_run(tmp_path, point):
+    layout = DataLayout(tmp_path)
+    for name in ("clean", "rejects"):
+        replace_dir(_staged(layout, name, "old"), tmp_path / name / "image" / "p")
+    env = {**os.environ, "OPENVERSE_CRASH_AT": point}
+    r = subprocess.run([sys.executable, "-c", CRASH_SWAP, str(tmp_path)], env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == -9
+    assert list((tmp_path / ".staging").glob("journal-*.json"))  # committed, not finished
+    layout.recover()
+    assert (tmp_path / "clean/image/p/version").read_text() == "new"
+    assert (tmp_path / "rejects/image/p/version").read_text() == "new"  # both switched, never one
+    assert leftovers(tmp_path) == []
+
+
+def test_staging_of_a_dead_process_is_removed_and_a_live_one_kept(tmp_path):
+    layout = DataLayout(tmp_path)
+    code = (
+        "import os, sys; from pathlib import Path; from openverse_dataset.layout import DataLayout;"
+        "p = DataLayout(Path(sys.argv[1])).staging_dir('raw-image'); p.mkdir(parents=True);"
+        "(p / 'part-00000.parquet').write_bytes(b'x' * 1000); os.kill(os.getpid(), 9)"
+    )
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, timeout=60).returncode == -9
+    assert len(leftovers(tmp_path)) == 3  # the dead process's folder, shard and lock file
+    mine = layout.staging_dir("raw-image")  # the next run: recovers first
+    mine.mkdir()
+    (mine / "part-00000.parquet").write_bytes(b"y")
+    layout.recover()
+    assert (mine / "part-00000.parquet").exists()  # its owner is alive
+    assert leftovers(tmp_path) == sorted(
+        str(p.relative_to(tmp_path)) for p in [mine, mine / "part-00000.parquet", Path(f"{mine}.lock")]
+    )
+
+
+def test_clean_refuses_a_missing_raw_extract(tmp_path):
+    from openverse_dataset.media import IMAGE
+    from openverse_dataset.transform.partition import clean_partition
+
+    layout = DataLayout(tmp_path)
+    published = layout.clean_dir("image", "flickr")
+    published.mkdir(parents=True)
+    (published / "keep").write_text("previous release")
+    with pytest.raises(MissingInputError, match="raw extract"):
+        clean_partition(layout, IMAGE, "flickr")
+    assert (published / "keep").read_text() == "previous release"  # never replaced by an empty output
+    assert leftovers(tmp_path) == []
+
+
+# -- provider names ---------------------------------------------------------------------------------------------
+HOSTILE_NAMES = [
+    "é" * 80,  # 480 bytes percent-encoded
+    "x" * 73 + "é" * 7,  # 115 bytes encoded: kept whole
+    "€" * 73 + "ab",  # 221 raw bytes
+    "a" * 40 + "é" * 40,
+    "100%",
+    "%%",
+    "a/b",
+    "..",
+    ".",
+    "a+b",
+]
+
+
+def test_every_provider_name_becomes_one_bounded_distinct_segment():
+    segs = [segment(n) for n in HOSTILE_NAMES]
+    assert len(set(segs)) == len(segs)
+    for name, seg in zip(HOSTILE_NAMES, segs, strict=True):
+        assert len(seg.encode()) <= SEGMENT_MAX_BYTES
+        assert "/" not in seg and seg not in {".", ".."} and not seg.startswith(".")
+        if is_shortened(seg):
+            assert seg.startswith(segment(name[:10])[:10])  # a readable prefix
+        else:
+            assert unsegment(seg) == name
+    assert is_shortened(segment("é" * 80)) and not is_shortened(segment("a+b"))
+
+
+# -- kill -9 at each stage, then a re-run -------------------------------------------------------------------------
+BUILD = ["build", "--media", "audio"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """An uninterrupted build: its base folder and the release's files (path -> sha256)."""
+    base = tmp_path_factory.mktemp("reference")
+    r = run_cli(BUILD, cli_env(base))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return base, tree(base / "data" / "hub")
+
+
+def _instance(base: Path):
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(base / "dagster-home"))
+
+
+@pytest.mark.parametrize("point", ["extract", "swap-journaled", "clean", "swap-between", "release"])
+def test_kill_9_at_each_stage_then_a_rerun_converges(tmp_path, reference, point, monkeypatch):
+    import dagster as dg
+
+    env = cli_env(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # the instance's storage path refers to it
+    r = run_cli(BUILD, {**env, "OPENVERSE_CRASH_AT": point})
+    assert r.returncode == -9, r.stdout + r.stderr
+    with _instance(tmp_path) as instance:
+        dead = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert len(dead) == 1  # the killed run never reported its end
+        if point == "extract":
+            assert dead[0].run_id in instance.event_log_storage.get_concurrency_run_ids()  # it holds catalog_db
+    r = run_cli(BUILD, env)  # bounded: a run waiting on the dead run's slot would time out here
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert tree(tmp_path / "data" / "hub") == reference[1]  # byte-identical to a build never interrupted
+    assert leftovers(tmp_path / "data") == []
+    with _instance(tmp_path) as instance:
+        assert instance.get_run_by_id(dead[0].run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert instance.event_log_storage.get_concurrency_run_ids() == set()
+
+
+def test_dry_runs_after_a_build_change_nothing_published(reference):
+    base, published = reference
+    env = cli_env(base)
+    repo = base / "data" / "hub" / "openverse-audio"
+    card = base / "data" / "cards" / "audio" / "README.md"
+    assert os.stat(repo / "README.md").st_ino != os.stat(card).st_ino  # the live card is its own file
+    for args in (["publish", "--media", "audio", "--dry-run"], [*BUILD, "--dry-run"]):
+        r = run_cli(args, {**env, "OPENVERSE_RELEASE_DATE": "2026-12-24"})  # a card that would differ
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert tree(base / "data" / "hub") == published
+    assert "2026-12-24" in card.read_text() or "2026.12.24" in card.read_text()  # the working card did change
