@@ -243,8 +243,18 @@ def _print_summary(summary: dict[str, dict], failures: list[str], seconds: float
         out.print(f"[bold green]OK[/bold green]: built {', '.join(summary) or 'nothing'} in {seconds:.1f}s")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openverse-dataset")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="openverse-dataset", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"openverse-dataset {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("seed-catalog", help="create the catalog tables at URL and load the demo rows")
     p.add_argument("--url", required=True, help="SQLAlchemy URL of the catalog database")

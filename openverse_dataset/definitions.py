@@ -1,4 +1,9 @@
-"""The Definitions of the code location: everything under `defs/` is autoloaded, nothing else lives here."""
+"""The Definitions of the code location: everything under `defs/` is autoloaded, nothing else lives here.
+
+`load_from_defs_folder` finds the project's configuration beside the package: `openverse_dataset/dg.toml`
+ships inside the wheel (package data), so an installed package with no source tree loads exactly as a checkout
+does, with no fallback. It repeats pyproject.toml's `[tool.dg.project]` (a test keeps the two equal).
+"""
 
 from pathlib import Path
 
@@ -7,17 +12,4 @@ import dagster as dg
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    try:
-        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    except Exception as exc:  # installed without pyproject.toml (non-editable): load the module directly
-        if "pyproject.toml" not in str(exc) and "dg.toml" not in str(exc):
-            raise
-        import warnings
-
-        from dagster.components import load_defs
-
-        import openverse_dataset.defs
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return load_defs(openverse_dataset.defs)
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -6,17 +6,12 @@ rejects by reason, the rendered card). Screenshots go to `artifacts/ui/`; `UPDAT
 `docs/lineage.png` (the README's picture). See `shared/docs/ui-testing.md` for why things are done this way.
 """
 
-import contextlib
-import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,6 +20,8 @@ from typing import Any
 from unittest import mock
 
 import pytest
+
+from openverse_dataset_tests.procs import assert_stopped, free_port, gql, wait_loaded
 
 pytestmark = pytest.mark.browser
 
@@ -96,52 +93,7 @@ class DagsterUI:
     browser: Any  # playwright's Browser
 
     def gql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            out = json.load(resp)
-        assert "errors" not in out, out
-        return out["data"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Processes still alive in a process group (read from /proc, so it also sees orphaned children)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(entry.name))
-    return out
-
-
-def _stop_group(proc: subprocess.Popen) -> list[int]:
-    """SIGTERM the server's own process group, then SIGKILL what is left; returns pids that needed SIGKILL."""
-    pgid = proc.pid  # start_new_session=True: the server leads its own group, nothing else is in it
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return []
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=20)
-    deadline = time.monotonic() + 5  # code servers shut down on their own once the webserver is gone
-    while _group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = _group_members(pgid)
-    if left:
-        os.killpg(pgid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    return left
+        return gql(self.url, query, variables)
 
 
 def _env(home: Path, data: Path) -> dict[str, str]:
@@ -163,21 +115,6 @@ def _build(env: dict[str, str]) -> None:
 
     with mock.patch.dict(os.environ, env, clear=True):
         assert main(["build"]) == 0, "openverse-dataset build failed (its summary is in the captured output)"
-
-
-def _wait_loaded(server: DagsterUI, proc: subprocess.Popen, log: Path) -> None:
-    # /server_info answers before the code location has loaded; the workspace status is the real signal.
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, f"dagster dev exited: {log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, "dagster dev did not load the code location in 90 s"
-        try:
-            ws = server.gql("{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")
-            if [e["loadStatus"] for e in ws["workspaceOrError"]["locationEntries"]] == ["LOADED"]:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
 
 
 def _stop_sensors(server: DagsterUI) -> list[str]:
@@ -214,7 +151,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     _build(env)
     print(f"build: {time.monotonic() - start:.1f}s")
 
-    port = _free_port()
+    port = free_port()
     log_path = ARTIFACTS / "dagster-dev.log"
     with ExitStack() as stack:
         log = stack.enter_context(open(log_path, "w"))
@@ -231,15 +168,14 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         stack.callback(browser.close)
         server = DagsterUI(f"http://127.0.0.1:{port}", home, data, browser)
-        _wait_loaded(server, proc, log_path)
+        wait_loaded(server.url, proc, log_path)
         print(f"dagster dev loaded: {time.monotonic() - start:.1f}s; stopped sensors: {_stop_sensors(server)}")
         server.gql("mutation { setNuxSeen }")  # the "Join the community" modal would block every click
         yield server
 
 
 def _assert_stopped(proc: subprocess.Popen) -> None:
-    left = _stop_group(proc)
-    assert not _group_members(proc.pid), "processes of dagster dev survived SIGKILL"
+    left = assert_stopped(proc)
     if left:
         print(f"dagster dev needed SIGKILL for {left}")
 

@@ -1,6 +1,7 @@
 """Raw extract, partitioned by provider: the catalog's rows as Parquet shards, streamed in batches."""
 
 from datetime import timedelta
+from typing import Literal
 
 import dagster as dg
 
@@ -23,7 +24,7 @@ class RawConfig(dg.Config):
 
     batch_rows: int = 50_000
     shard_mb: int = 384
-    method: str = "auto"  # auto | adbc | sqlalchemy
+    method: Literal["auto", "adbc", "sqlalchemy"] = "auto"  # a typo is rejected by the launchpad, not slow
     readers: int = 1  # PostgreSQL: parallel identifier-range readers on one exported snapshot (same bytes out)
     ranges: int = 0  # identifier ranges to split into (0: one per reader); more = smaller server-side sorts
 
