@@ -10,7 +10,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -160,7 +159,6 @@ def publish(media_names: Sequence[str], verbose: bool = False, dry_run: bool = F
     """Publish (or with `dry_run`, only plan) the releases from the cleaned data already built; print the plan."""
     from openverse_dataset.definitions import defs as load_defs
     from openverse_dataset.defs.resources import build_resources
-    from openverse_dataset.release.removals import releases_dir
 
     defs = load_defs()
     layout = build_resources()["data_dir"].layout
@@ -173,7 +171,7 @@ def publish(media_names: Sequence[str], verbose: bool = False, dry_run: bool = F
                 failures.append(f"{media}: nothing built yet (run `openverse-dataset build --media {media}` first)")
                 continue
             failures += _run_publish(defs, instance, media, verbose, dry_run)
-            plan_file = releases_dir(layout, media) / "plan.json"
+            plan_file = layout.release_plan(media)
             if plan_file.exists():
                 _print_plan(out, media, json.loads(plan_file.read_text()))
     for f in failures:
@@ -207,9 +205,8 @@ def _media_summary(layout, media: str, resources: dict) -> dict:
     from openverse_dataset.release.subsets import SubsetStats
 
     stats = SubsetStats.from_json(path.read_text())
-    kind, where = resources["publish_target"].resolved()
     return {
-        "release": str(Path(where) / MEDIA_TYPES[media].repo_name) if kind == "local" else f"hf:{where}",
+        "release": resources["publish_target"].get().where(MEDIA_TYPES[media].repo_name),
         "rows": stats.rows,
         "providers": len(stats.providers),
         "configs": {c.name: c.rows for c in stats.configs},

@@ -39,6 +39,7 @@ ORPHAN_AGE_SECONDS = 60.0  # an unlocked lock file being created is left alone u
 
 
 log = logging.getLogger(__name__)
+SHARD_MANIFEST = "_shards.json"  # not matched by the shard globs (`part-*.parquet`)
 
 
 class UnsafePathError(ValueError):
@@ -130,6 +131,47 @@ class DataLayout:
 
     def staging_area(self) -> Path:
         return self._inside(STAGING)
+
+    def releases_dir(self, media: str) -> Path:
+        """Release bookkeeping of one media type: pending index, removals, changelog, plan, per-target indexes."""
+        return self._inside("releases", segment(media))
+
+    def release_next_index(self, media: str) -> Path:
+        """The pending release's index (which segment holds each provider), written by the card step."""
+        return self._inside("releases", segment(media), "next-index.json")
+
+    def release_removals(self, media: str) -> Path:
+        return self._inside("releases", segment(media), "removals.parquet")
+
+    def release_changelog(self, media: str) -> Path:
+        return self._inside("releases", segment(media), "changelog.json")
+
+    def release_plan(self, media: str) -> Path:
+        """The last release's (or dry run's) plan and where it went."""
+        return self._inside("releases", segment(media), "plan.json")
+
+    def release_segments_root(self, media: str) -> Path:
+        return self._inside("releases", segment(media), "segments")
+
+    def release_segment(self, media: str, provider: str, version: str, suffix: str = ".parquet") -> Path:
+        """One provider's index segment (or cached stats) for one cleaned data version, reused while it holds."""
+        return self._inside("releases", segment(media), "segments", segment(provider), segment(version) + suffix)
+
+    def release_targets_root(self, media: str) -> Path:
+        return self._inside("releases", segment(media), "targets")
+
+    def release_target_index(self, media: str, target_key: str) -> Path:
+        """What one publish target holds since its last successful publish (its index)."""
+        return self._inside("releases", segment(media), "targets", segment(target_key), "index.json")
+
+    def release_legacy_index(self, media: str, target_key: str) -> Path:
+        """Where releases before per-provider segments kept a target's index (read once, to migrate)."""
+        return self._inside("releases", segment(media), segment(target_key), "index.parquet")
+
+    @staticmethod
+    def shard_manifest(folder: Path) -> Path:
+        """The sidecar of a shard folder (clean or rejects, staged or in place): each shard's size and sha256."""
+        return Path(folder) / SHARD_MANIFEST
 
     def staging_dir(self, kind: str) -> Path:
         """A fresh folder name for work in progress, owned by this process; swapped into place when complete.

@@ -11,13 +11,9 @@ from dagster_duckdb import DuckDBResource
 from openverse_dataset.defs.common import OWNERS, PUBLISH_POOL, card_md, counts_table, key, md_table
 from openverse_dataset.defs.resources import DataDirResource, PublishTargetResource
 from openverse_dataset.media import MEDIA_TYPES, MediaType
-from openverse_dataset.publish.hub import publish_hub
-from openverse_dataset.publish.local import publish_local
-from openverse_dataset.publish.local import repo_dir as local_repo_dir
-from openverse_dataset.publish.plan import Plan
 from openverse_dataset.release.card import render_card
-from openverse_dataset.release.removals import Changelog, ReleaseFiles, diff_releases, releases_dir, write_index
-from openverse_dataset.release.subsets import SubsetStats, clean_files, compute_subsets
+from openverse_dataset.release.changes import ReleaseFiles, prepare_changes
+from openverse_dataset.release.subsets import SubsetStats, compute_subsets
 from openverse_dataset.release.tree import release_files
 from openverse_dataset.transform.clean import REJECT_REASONS
 
@@ -39,43 +35,8 @@ def release_tag(day: date | None = None) -> str:
     return (day or release_date()).strftime("%Y.%m.%d")
 
 
-def target_string(target: PublishTargetResource) -> str:
-    kind, where = target.resolved()
-    return f"{kind}:{where}"
-
-
 def release_bookkeeping(data_dir: DataDirResource, media: MediaType) -> ReleaseFiles:
-    return ReleaseFiles(releases_dir(data_dir.layout, media.name))
-
-
-def prepare_changes(
-    conn, data_dir: DataDirResource, media: MediaType, stats: SubsetStats, target: PublishTargetResource
-) -> Changelog:
-    """Index this release, compare it with the target's previous release, write the removals file."""
-    layout = data_dir.layout
-    rf = release_bookkeeping(data_dir, media)
-    rf.root.mkdir(parents=True, exist_ok=True)
-    files = clean_files(layout, media.name, stats.providers)
-    write_index(conn, [str(f) for fs in files.values() for f in fs], rf.next_index)
-    previous = rf.index(target_string(target))
-    kind, where = target.resolved()
-    if not previous.exists() and kind == "local":  # a local release indexes itself
-        existing = sorted(local_repo_dir(where, media.repo_name).glob("data/*/*/*.parquet"))
-        if existing:
-            previous = rf.root / "local-previous-index.parquet"
-            write_index(conn, [str(p) for p in existing], previous)
-    reasons = [str(f) for p in stats.providers for f in sorted(layout.rejects_dir(media.name, p).glob("*.parquet"))]
-    tk = layout.takedowns_file(media.name)
-    if tk.exists():
-        reasons.append(str(tk))
-    changelog = diff_releases(conn, previous if previous.exists() else None, rf.next_index, reasons, rf.removals)
-    rf.changelog.write_text(changelog.to_json())
-    return changelog
-
-
-def repo_id(media: MediaType, target: PublishTargetResource) -> str:
-    kind, where = target.resolved()
-    return f"{where if kind == 'hf' else 'openverse'}/{media.repo_name}"
+    return ReleaseFiles(data_dir.layout, media.name)
 
 
 def load_stats(data_dir: DataDirResource, media: MediaType) -> SubsetStats:
@@ -167,12 +128,19 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
         duckdb: DuckDBResource,
     ) -> dg.MaterializeResult:
         stats = load_stats(data_dir, media)
+        target = publish_target.get()
         with duckdb.get_connection() as conn:
-            changelog = prepare_changes(conn, data_dir, media, stats, publish_target)
+            changelog, book = prepare_changes(
+                conn, data_dir.layout, media.name, stats.providers, target, media.repo_name
+            )
+        context.log.info(
+            f"release index: {len(book.built)} provider segments built ({', '.join(book.built) or 'none'}), "
+            f"{book.reused} reused; diffed {len(book.diffed)} changed providers; {book.shards_rehashed} shards hashed"
+        )
         text = render_card(
             media,
             stats,
-            repo_id=repo_id(media, publish_target),
+            repo_id=target.repo_id(media.repo_name),
             release_date=release_date(),
             cleaning=stats.rejected_by_reason,
             changelog=changelog,
@@ -190,6 +158,11 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
                 "previous_release_known": changelog.previous,
                 **{f"rows_{k}": v for k, v in changelog.totals().items()},
                 "removed_by_reason": counts_table(changelog.removed_by_reason, "reason"),
+                "index_segments_built": len(book.built),
+                "index_segments_reused": book.reused,
+                "providers_diffed": len(book.diffed),
+                "shards_hashed": book.shards_rehashed,
+                **{f"seconds_{k}": v for k, v in book.seconds.items()},
             }
         )
 
@@ -232,42 +205,37 @@ def release_asset(media: MediaType) -> dg.AssetsDefinition:
         if not rf.removals.exists():
             raise FileNotFoundError(f"{rf.removals} is missing: materialize {media.name}/card first")
         files = release_files(data_dir.layout, stats, data_dir.layout.card_file(media.name), rf.removals)
-        kind, where = publish_target.resolved()
+        target = publish_target.get()
         tag = release_tag()
-        meta: dict = {}
-        if kind == "local":
-            plan: Plan = publish_local(files, where, media.repo_name, dry_run=config.dry_run)
-            dest = str(local_repo_dir(where, media.repo_name))
-            meta["repository"] = dg.MetadataValue.path(dest)
-            record = {"repository": dest, "tag": None, "commit": None}
-        else:
-            res = publish_hub(files, where, media.repo_name, tag=tag, dry_run=config.dry_run)
-            plan = res.plan
-            meta["repository"] = dg.MetadataValue.url(res.url)
-            if res.tag:
-                meta["release_tag_url"] = dg.MetadataValue.url(f"{res.url}/tree/{res.tag}")
+        res = target.publish(files, media.repo_name, tag=tag, dry_run=config.dry_run)
+        plan = res.plan
+        meta: dict = {
+            "repository": dg.MetadataValue.url(res.repository) if res.remote else dg.MetadataValue.path(res.repository)
+        }
+        if res.tag_url:
+            meta["release_tag_url"] = dg.MetadataValue.url(res.tag_url)
+        if res.remote:
             meta["commits"] = res.commits
-            if res.commit:
-                meta["commit"] = res.commit
-            record = {"repository": res.url, "tag": res.tag, "commit": res.commit, "commits": res.commits}
+        if res.commit:
+            meta["commit"] = res.commit
         if not config.dry_run:
-            rf.promote(target_string(publish_target))
+            rf.promote(target)
         rf.plan.write_text(
             json.dumps(
-                {"target": target_string(publish_target), "dry_run": config.dry_run, **record, "plan": plan.to_dict()},
+                {"target": target.label, "dry_run": config.dry_run, **res.record(), "plan": plan.to_dict()},
                 indent=2,
                 sort_keys=True,
             )
         )
         verb = "planned (dry run)" if config.dry_run else "released"
-        context.log.info(f"{verb} {len(files)} files to {kind}:{where}/{media.repo_name}: {plan.summary()}")
+        context.log.info(f"{verb} {len(files)} files to {target.label}/{media.repo_name}: {plan.summary()}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.rows,
-                "target": f"{kind}:{where}",
+                "target": target.label,
                 "dry_run": config.dry_run,
                 **meta,
-                "release_tag": tag if kind == "local" else (record.get("tag") or tag),
+                "release_tag": res.tag or tag,
                 "files": len(files),
                 "bytes": sum(f.size for f in files),
                 "upload_files": len(plan.upload_files),

@@ -15,6 +15,7 @@ from dagster_duckdb import DuckDBResource
 from openverse_dataset.catalog.connect import redact
 from openverse_dataset.catalog.seed import seed_catalog
 from openverse_dataset.layout import DataLayout
+from openverse_dataset.publish.targets import Target, resolve_target
 
 DEFAULT_DATA_DIR = ".openverse"
 
@@ -76,18 +77,19 @@ class CatalogResource(dg.ConfigurableResource):
 
 
 class PublishTargetResource(dg.ConfigurableResource):
-    """Where releases go: `local:DIR` (a folder per dataset repository, laid out as on the Hub)."""
+    """Where releases go: `local:DIR` (a folder per dataset repository, laid out as on the Hub) or `hf:NAMESPACE`."""
 
     target: str | None = None
     data_dir: str = DEFAULT_DATA_DIR
 
+    def get(self) -> Target:
+        """The configured target (see publish/targets.py); an unknown scheme is a clear one-line error."""
+        return resolve_target(self.target or f"local:{Path(self.data_dir) / 'hub'}")
+
     def resolved(self) -> tuple[str, str]:
-        """(kind, location): ("local", "/abs/dir") or ("hf", "namespace")."""
-        target = self.target or f"local:{Path(self.data_dir) / 'hub'}"
-        kind, _, where = target.partition(":")
-        if kind not in {"local", "hf"} or not where:
-            raise ValueError(f"OPENVERSE_PUBLISH_TARGET must be local:DIR or hf:NAMESPACE, got {target!r}")
-        return kind, (str(Path(where).resolve()) if kind == "local" else where)
+        """(scheme, location), e.g. ("local", "/abs/dir"): prefer `get()`, whose methods replace kind checks."""
+        t = self.get()
+        return t.scheme, t.location
 
 
 def build_resources() -> dict:

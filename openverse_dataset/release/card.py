@@ -12,7 +12,7 @@ import yaml
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.media import COLUMN_DOCS, MediaType
-from openverse_dataset.release.removals import REASON_CLASSES, Changelog
+from openverse_dataset.release.changes import REASON_CLASSES, Changelog
 from openverse_dataset.release.subsets import SubsetStats
 from openverse_dataset.transform.clean import REJECT_REASONS, output_columns
 

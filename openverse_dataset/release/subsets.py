@@ -8,6 +8,8 @@ Parquet files (no database file, so parallel partition runs never contend for a 
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import duckdb
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, segment
+from openverse_dataset.shards import REJECTS_GLOB, ShardRecords, shard_records
 
 DATA_DIR = "data"
 
@@ -77,42 +80,87 @@ def clean_files(layout: DataLayout, media: str, providers: list[str]) -> dict[st
     return {p: sorted(layout.clean_dir(media, p).glob("*/part-*.parquet")) for p in providers}
 
 
+STATS_FORMAT = "s1"  # part of each cached per-provider count's name: bump when what is counted changes
+
+
+def stats_version(clean: ShardRecords, rejects: ShardRecords) -> str:
+    """Names a provider's cached counts: they hold while its clean and rejected shards are the same."""
+    return f"{STATS_FORMAT}-{clean.version()}.{rejects.version()}"
+
+
+def provider_counts(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str, provider: str) -> dict:
+    """Rows per (license), per (license, version, jurisdiction) and rejects per reason of one provider, read
+    from its files only when its shards changed since they were last counted (cached by version)."""
+    clean = shard_records(layout.clean_dir(media, provider))
+    rejects = shard_records(layout.rejects_dir(media, provider), REJECTS_GLOB)
+    cache = layout.release_segment(media, provider, stats_version(clean, rejects), ".stats.json")
+    if cache.exists():
+        return json.loads(cache.read_text())
+    paths = [str(clean.folder / r.path) for r in clean.records]
+    out: dict = {"by_license": [], "by_license_version": [], "rejected": {}}
+    if paths:
+        rel = conn.read_parquet(paths, filename=True)
+        out["by_license"] = [
+            {"license": a, "provider": b, "rows": int(n), "files": int(f)}
+            for a, b, n, f in rel.query(
+                "t", "select license, provider, count(*), count(distinct filename) from t group by all order by all"
+            ).fetchall()
+        ]
+        out["by_license_version"] = [
+            [a, b, c, int(n)]
+            for a, b, c, n in rel.query(
+                "t", "select license, license_version, license_jurisdiction, count(*) from t group by all order by all"
+            ).fetchall()
+        ]
+    rej = [str(rejects.folder / r.path) for r in rejects.records]
+    if rej:
+        out["rejected"] = dict(
+            conn.read_parquet(rej).query("r", "select reason, count(*) from r group by all order by all").fetchall()
+        )
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_text(json.dumps(out, sort_keys=True))
+    os.replace(tmp, cache)
+    return out
+
+
+def _nulls_last(values: tuple) -> tuple:
+    return tuple((v is None, v) for v in values)
+
+
 def compute_subsets(
     conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str, providers: list[str]
 ) -> SubsetStats:
-    """Count rows per (license, provider) and per config from the cleaned files of `providers`."""
-    files = clean_files(layout, media, providers)
-    paths = [str(f) for fs in files.values() for f in fs]
+    """Count rows per (license, provider) and per config from the cleaned files of `providers`.
+
+    Counts are kept per provider and version (`provider_counts`): a release after one provider changed reads
+    only that provider's rows.
+    """
     missing = [p for p in providers if not layout.clean_dir(media, p).exists()]
     per_lp: list[dict] = []
-    per_lv: list[dict] = []
-    if paths:
-        rel = conn.read_parquet(paths, filename=True)
-        rows = rel.query(
-            "t",
-            "select license, provider, count(*) as n, count(distinct filename) as f from t group by all order by all",
-        ).fetchall()
-        per_lp = [{"license": a, "provider": b, "rows": int(n), "files": int(f)} for a, b, n, f in rows]
-        rows = rel.query(
-            "t",
-            "select license, license_version, license_jurisdiction, count(*) from t group by all order by all",
-        ).fetchall()
-        per_lv = [
-            {"license": a, "license_version": b, "license_jurisdiction": c, "rows": int(n)} for a, b, c, n in rows
-        ]
+    per_lv: Counter = Counter()
+    rejected: Counter = Counter()
+    for p in providers:
+        if p in missing:
+            continue
+        counts = provider_counts(conn, layout, media, p)
+        per_lp += counts["by_license"]
+        for a, b, c, n in counts["by_license_version"]:
+            per_lv[(a, b, c)] += n
+        rejected.update(counts["rejected"])
+    per_lp.sort(key=lambda r: _nulls_last((r["license"], r["provider"], r["rows"], r["files"])))
     stats = SubsetStats(
         media=media,
         providers=[p for p in providers if p not in missing],
         missing_providers=missing,
         rows=sum(r["rows"] for r in per_lp),
         by_license_provider=per_lp,
-        by_license_version=per_lv,
+        by_license_version=[
+            {"license": a, "license_version": b, "license_jurisdiction": c, "rows": n}
+            for (a, b, c), n in sorted(per_lv.items(), key=lambda kv: _nulls_last(kv[0]))
+        ],
+        rejected_by_reason=dict(sorted(rejected.items())),
     )
-    rejects = [str(f) for p in stats.providers for f in sorted(layout.rejects_dir(media, p).glob("part-*.parquet"))]
-    if rejects:
-        stats.rejected_by_reason = dict(
-            conn.read_parquet(rejects).query("r", "select reason, count(*) from r group by all order by all").fetchall()
-        )
     by_license = stats.rows_by_license()
     for cfg in lic.all_configs():
         present = [s for s in cfg.slugs if by_license.get(s)]

@@ -11,6 +11,7 @@ from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout
 from openverse_dataset.parquet import sha256_file
 from openverse_dataset.release.subsets import SubsetStats, release_path
+from openverse_dataset.shards import shard_records
 
 CARD = "README.md"
 REMOVALS = "removals.parquet"  # identifiers in the previous release and not in this one, with a reason
@@ -32,15 +33,18 @@ class TreeFile:
 def release_files(
     layout: DataLayout, stats: SubsetStats, card_path: Path, removals_path: Path | None = None
 ) -> list[TreeFile]:
-    """Every file of the release, sorted by repository path: data shards, the card, the removals file."""
+    """Every file of the release, sorted by repository path: data shards, the card, the removals file.
+
+    Shard sha256s come from the sidecars their writer left (`openverse_dataset.shards`): an unchanged shard is
+    never read again. Only the card and the removals file, new at every release and small, are hashed here.
+    """
     out: list[TreeFile] = []
     for provider in stats.providers:
-        clean = layout.clean_dir(stats.media, provider)
-        for shard in sorted(clean.glob("*/part-*.parquet")):
+        shards = shard_records(layout.clean_dir(stats.media, provider))
+        for r in shards.records:
+            shard = shards.folder / r.path
             slug = lic.slug_for_folder(shard.parent.name)
-            out.append(
-                TreeFile(release_path(slug, provider, shard.name), str(shard), shard.stat().st_size, sha256_file(shard))
-            )
+            out.append(TreeFile(release_path(slug, provider, shard.name), str(shard), r.size, r.sha256))
     out.append(TreeFile(CARD, str(card_path), card_path.stat().st_size, sha256_file(card_path)))
     if removals_path is not None:
         out.append(TreeFile(REMOVALS, str(removals_path), removals_path.stat().st_size, sha256_file(removals_path)))

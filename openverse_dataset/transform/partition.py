@@ -34,6 +34,7 @@ from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dirs
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
+from openverse_dataset.shards import REJECTS_GLOB, record_shards
 from openverse_dataset.streams import put_unless_stopped
 from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
@@ -337,6 +338,8 @@ def clean_partition(
                 result.shards[folder] = shards
         _drop_duplicates(clean_staging, result, rejects, rej_schema, new_writer)
         rejects.close()
+        record_shards(clean_staging)  # each shard's sha256, once: releases read it instead of re-hashing
+        record_shards(rej_staging, REJECTS_GLOB)
         # One transaction: the removal reasons always match the kept rows, even across a kill.
         replace_dirs(
             [

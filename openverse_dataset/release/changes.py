@@ -1,0 +1,450 @@
+"""What changed since the previous release, at a cost proportional to what changed: index, diff, removals.
+
+Consumers must learn what was *removed* (takedowns, deletions), not only what was added, so every release
+carries `removals.parquet`: the identifiers that were in the previous release and are not in this one (or that
+left a config because their license changed), each with a reason class taken from this run's rejects and the
+takedown snapshot. The card's changelog counts added / removed / changed rows per provider.
+
+The release index (identifier, provider, license, row hash) is kept **per provider**, as one segment file per
+cleaned data version of that provider. The version comes from the shard sidecars the clean step writes
+(`openverse_dataset.shards`), so finding out which providers changed reads no row. A release then:
+
+- builds segments only for providers whose version is new (reading only their rows) and reuses the others'
+  files byte for byte;
+- diffs, against the target's previous index, only the providers whose clean or rejects version differs. The
+  rest are identical on both sides, so they add nothing to the removals or the changelog. Identifiers are
+  unique in the catalog, so a work that moved between providers changed both, and the joint diff of the changed
+  providers equals the diff of the whole releases (the tests check it against a from-scratch computation).
+
+After a successful publish the pending index becomes the target's previous index (`promote`), and segments no
+index refers to any more are deleted. A local target without an index is indexed from its own files; a Hub
+target without one (first publish from this machine) gets an empty removals file and a changelog that says the
+comparison was not possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from openverse_dataset.layout import DataLayout
+from openverse_dataset.parquet import writer_options
+from openverse_dataset.publish.targets import Target
+from openverse_dataset.shards import REJECTS_GLOB, ShardRecords, shard_records
+
+INDEX_FORMAT = "i1"  # part of every segment's version: bump when the row hash or the segment schema changes
+INDEX_SCHEMA = pa.schema(
+    [("identifier", pa.string()), ("provider", pa.string()), ("license", pa.string()), ("row_hash", pa.string())]
+)
+REMOVALS_SCHEMA = pa.schema(
+    [
+        ("identifier", pa.string()),
+        ("provider", pa.string()),
+        ("license", pa.string()),  # the license it had in the previous release
+        ("reason", pa.string()),  # deleted | taken_down | removed_from_source | relicensed | rejected
+        ("detail", pa.string()),  # the reject reason code, or the new license
+        ("new_license", pa.string()),  # only for `relicensed`
+    ]
+)
+REASON_CLASSES: dict[str, str] = {
+    "deleted": "deleted from the catalog (deleted_<media>, e.g. a dead link) or no longer in it",
+    "taken_down": "taken down or de-indexed by Openverse (api_deleted<media>, confirmed or provider-marked mature)",
+    "removed_from_source": "the provider removed the work (removed_from_source)",
+    "relicensed": "still published, but its license changed, so it left the configs of its old license",
+    "rejected": "no longer passes a cleaning rule (see `detail`)",
+}
+_REASON_SQL = """
+case
+  when r.reason in ('taken_down', 'mature', 'mature_by_provider') then 'taken_down'
+  when r.reason = 'deleted_in_catalog' then 'deleted'
+  when r.reason = 'removed_from_source' then 'removed_from_source'
+  when r.reason is null then 'deleted'
+  else 'rejected'
+end
+"""
+
+
+@dataclass
+class Changelog:
+    """Added / removed / changed per provider, and removals by reason class."""
+
+    previous: bool  # whether a previous release was known
+    by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
+    removed_by_reason: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    def totals(self) -> dict[str, int]:
+        out = {"added": 0, "removed": 0, "changed": 0}
+        for counts in self.by_provider.values():
+            for k in out:
+                out[k] += counts.get(k, 0)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Changelog:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One provider's part of a release index: which file, for which clean and rejects versions."""
+
+    version: str  # INDEX_FORMAT + the clean data version: names the segment file
+    rejects: str  # the rejects version (a change there can change removal reasons)
+    rows: int
+
+
+@dataclass
+class ReleaseIndex:
+    """A release as a set: provider -> segment. Small JSON; the rows live in the segment files."""
+
+    media: str
+    segments: dict[str, Segment] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body = {
+            "format": INDEX_FORMAT,
+            "media": self.media,
+            "segments": {p: asdict(s) for p, s in self.segments.items()},
+        }
+        return json.dumps(body, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReleaseIndex:
+        body = json.loads(text)
+        return cls(body["media"], {p: Segment(**s) for p, s in sorted(body["segments"].items())})
+
+
+@dataclass
+class Bookkeeping:
+    """What the card step's bookkeeping did: segments built and reused, shards hashed, seconds per phase."""
+
+    built: list[str] = field(default_factory=list)
+    reused: int = 0
+    diffed: list[str] = field(default_factory=list)
+    shards_rehashed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ProviderData:
+    """The cleaned and rejected shards of one provider as the sidecars record them."""
+
+    clean: ShardRecords
+    rejects: ShardRecords
+
+    @property
+    def segment_version(self) -> str:
+        return f"{INDEX_FORMAT}-{self.clean.version()}"
+
+
+def provider_data(layout: DataLayout, media: str, providers: list[str]) -> dict[str, ProviderData]:
+    """Each provider's shards and versions, from the sidecars (no row is read while they hold)."""
+    return {
+        p: ProviderData(
+            shard_records(layout.clean_dir(media, p)), shard_records(layout.rejects_dir(media, p), REJECTS_GLOB)
+        )
+        for p in providers
+    }
+
+
+@dataclass
+class ReleaseFiles:
+    """Where one media type's release bookkeeping lives (every path comes from `DataLayout`)."""
+
+    layout: DataLayout
+    media: str
+
+    @property
+    def root(self) -> Path:
+        return self.layout.releases_dir(self.media)
+
+    @property
+    def next_index(self) -> Path:
+        return self.layout.release_next_index(self.media)
+
+    @property
+    def removals(self) -> Path:
+        return self.layout.release_removals(self.media)
+
+    @property
+    def changelog(self) -> Path:
+        return self.layout.release_changelog(self.media)
+
+    @property
+    def plan(self) -> Path:
+        return self.layout.release_plan(self.media)
+
+    def segment(self, provider: str, version: str) -> Path:
+        return self.layout.release_segment(self.media, provider, version)
+
+    def index(self, target: Target) -> Path:
+        """The index of what `target` holds since its last successful publish."""
+        return self.layout.release_target_index(self.media, target.key)
+
+    def promote(self, target: Target) -> None:
+        """After a successful publish: the pending index becomes the target's previous release."""
+        dest = self.index(target)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(self.next_index.read_bytes())
+        os.replace(tmp, dest)
+        self.prune()
+
+    def prune(self) -> int:
+        """Delete segment files (and cached counts) of versions no index refers to any more; returns how many.
+
+        Kept: whatever the pending index or any target's index names, so every target can still be diffed.
+        """
+        keep: dict[str, set[str]] = {}
+        indexes = [self.next_index, *self.layout.release_targets_root(self.media).glob("*/index.json")]
+        for path in indexes:
+            if path.exists():
+                for p, s in ReleaseIndex.from_json(path.read_text()).segments.items():
+                    keep.setdefault(self.segment(p, s.version).parent.name, set()).add(s.version.split("-", 1)[-1])
+        removed = 0
+        for f in self.layout.release_segments_root(self.media).glob("*/*"):
+            if not any(v in f.name for v in keep.get(f.parent.name, ())):
+                f.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _list(paths: list[Path] | list[str]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _write(table: pa.Table, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    pq.write_table(table, tmp, **writer_options(table.schema))
+    os.replace(tmp, dest)
+
+
+def index_rows(conn: duckdb.DuckDBPyConnection, paths: list[Path]) -> pa.Table:
+    """(identifier, provider, license, row hash) of every row in `paths`, sorted by identifier."""
+    if not paths:
+        return INDEX_SCHEMA.empty_table()
+    return (
+        conn.sql(
+            "select identifier, provider, license, md5(t::varchar) as row_hash "
+            f"from read_parquet({_list(paths)}) t order by identifier"
+        )
+        .to_arrow_table()
+        .cast(INDEX_SCHEMA)
+    )
+
+
+def write_segment(conn: duckdb.DuckDBPyConnection, paths: list[Path], dest: Path) -> int:
+    """Index `paths` into one segment file (atomically); returns its rows."""
+    table = index_rows(conn, paths)
+    _write(table, dest)
+    return table.num_rows
+
+
+def build_index(
+    conn: duckdb.DuckDBPyConnection, rf: ReleaseFiles, data: dict[str, ProviderData], book: Bookkeeping | None = None
+) -> ReleaseIndex:
+    """The release index of `data`: a segment is built only for a provider version not indexed before."""
+    book = book or Bookkeeping()
+    index = ReleaseIndex(rf.media)
+    for provider, d in sorted(data.items()):
+        version = d.segment_version
+        dest = rf.segment(provider, version)
+        if dest.exists():
+            rows = pq.read_metadata(dest).num_rows
+            book.reused += 1
+        else:
+            rows = write_segment(conn, [d.clean.folder / r.path for r in d.clean.records], dest)
+            book.built.append(provider)
+        book.shards_rehashed += d.clean.rehashed + d.rejects.rehashed
+        index.segments[provider] = Segment(version, d.rejects.version(), rows)
+    return index
+
+
+def write_next_index(rf: ReleaseFiles, index: ReleaseIndex) -> None:
+    rf.next_index.parent.mkdir(parents=True, exist_ok=True)
+    tmp = rf.next_index.with_name(rf.next_index.name + ".tmp")
+    tmp.write_text(index.to_json())
+    os.replace(tmp, rf.next_index)
+
+
+def _file_version(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def previous_index(
+    conn: duckdb.DuckDBPyConnection, rf: ReleaseFiles, target: Target, repo_name: str
+) -> ReleaseIndex | None:
+    """What `target` held after its last successful publish, or None when that cannot be known.
+
+    In order: the index recorded at that publish; an index kept by releases before per-provider segments
+    (migrated once into segments); the target's own files when it has local ones (indexed once).
+    """
+    recorded = rf.index(target)
+    if recorded.exists():
+        idx = ReleaseIndex.from_json(recorded.read_text())
+        if all(rf.segment(p, s.version).exists() for p, s in idx.segments.items()):
+            return idx
+    legacy = rf.layout.release_legacy_index(rf.media, target.key)
+    if legacy.exists():
+        tag = f"legacy-{_file_version([legacy])}"
+        idx = ReleaseIndex(rf.media)
+        conn.execute(f"create or replace temp view legacy as select * from read_parquet('{legacy}')")
+        for (provider,) in conn.sql("select distinct provider from legacy order by 1").fetchall():
+            dest = rf.segment(provider, tag)
+            table = (
+                conn.execute("select * from legacy where provider = ? order by identifier", [provider])
+                .fetch_arrow_table()
+                .cast(INDEX_SCHEMA)
+            )
+            _write(table, dest)
+            idx.segments[provider] = Segment(tag, "", table.num_rows)
+        conn.execute("drop view if exists legacy")
+        return idx
+    own = target.own_release_files(repo_name)
+    if not own:
+        return None
+    idx = ReleaseIndex(rf.media)
+    for provider, paths in sorted(own.items()):
+        version = f"target-{_file_version(paths)}"
+        dest = rf.segment(provider, version)
+        rows = pq.read_metadata(dest).num_rows if dest.exists() else write_segment(conn, paths, dest)
+        idx.segments[provider] = Segment(version, "", rows)
+    return idx
+
+
+def changed_providers(previous: ReleaseIndex, current: ReleaseIndex) -> list[str]:
+    """Providers whose segment or rejects differ (or that appear on one side only): all a diff must read."""
+    names = set(previous.segments) | set(current.segments)
+    return sorted(p for p in names if previous.segments.get(p) != current.segments.get(p))
+
+
+def _view(conn: duckdb.DuckDBPyConnection, name: str, paths: list[Path]) -> None:
+    if paths:
+        conn.execute(f"create or replace temp view {name} as select * from read_parquet({_list(paths)})")
+    else:
+        conn.execute(
+            f"create or replace temp view {name} as select ''::varchar identifier, ''::varchar provider, "
+            "''::varchar license, ''::varchar row_hash limit 0"
+        )
+
+
+def diff_indexes(
+    conn: duckdb.DuckDBPyConnection,
+    rf: ReleaseFiles,
+    previous: ReleaseIndex | None,
+    current: ReleaseIndex,
+    takedowns: Path | None,
+    book: Bookkeeping | None = None,
+) -> Changelog:
+    """Write the removals file (previous minus current, plus license changes) and return the changelog.
+
+    Reads only the changed providers' segments and rejects (and the takedown snapshot, for reasons).
+    """
+    book = book or Bookkeeping()
+    if previous is None:
+        _write(REMOVALS_SCHEMA.empty_table(), rf.removals)
+        return Changelog(
+            previous=False,
+            by_provider={
+                p: {"added": s.rows, "removed": 0, "changed": 0} for p, s in current.segments.items() if s.rows
+            },
+            note="no previous release known for this target: every row counts as added",
+        )
+    changed = changed_providers(previous, current)
+    book.diffed = changed
+    _view(conn, "prev", [rf.segment(p, previous.segments[p].version) for p in changed if p in previous.segments])
+    _view(conn, "cur", [rf.segment(p, current.segments[p].version) for p in changed if p in current.segments])
+    reason_files = [
+        f
+        for p in changed
+        if p in current.segments
+        for f in sorted(rf.layout.rejects_dir(rf.media, p).glob(REJECTS_GLOB))
+    ]
+    if takedowns is not None and takedowns.exists():
+        reason_files.append(takedowns)
+    gone = "select p.* from prev p anti join cur c using (identifier)"
+    if reason_files:
+        conn.execute(
+            "create or replace temp view reasons as select identifier, min(reason) as reason from "
+            f"read_parquet({_list(reason_files)}, union_by_name=true) "
+            f"where identifier in (select identifier from ({gone})) group by identifier"
+        )
+    else:
+        conn.execute("create or replace temp view reasons as select ''::varchar identifier, ''::varchar reason limit 0")
+    removals = conn.sql(
+        f"""
+        select p.identifier, p.provider, p.license, {_REASON_SQL} as reason,
+               coalesce(r.reason, 'not_in_catalog') as detail, null::varchar as new_license
+        from ({gone}) p left join reasons r using (identifier)
+        union all
+        select p.identifier, p.provider, p.license, 'relicensed', 'now ' || c.license, c.license
+        from prev p join cur c using (identifier) where p.license <> c.license
+        order by provider, identifier
+        """
+    ).to_arrow_table()
+    _write(removals.cast(REMOVALS_SCHEMA), rf.removals)
+    rows = conn.sql(
+        """
+        select provider, 'added' as k, count(*) from cur anti join prev using (identifier) group by all
+        union all
+        select provider, 'removed', count(*) from prev anti join cur using (identifier) group by all
+        union all
+        select c.provider, 'changed', count(*) from cur c join prev p using (identifier)
+          where c.row_hash <> p.row_hash group by all
+        """
+    ).fetchall()
+    by_provider: dict[str, dict[str, int]] = {}
+    for provider, k, n in rows:
+        by_provider.setdefault(provider, {"added": 0, "removed": 0, "changed": 0})[k] = int(n)
+    by_reason = Counter(removals.column("reason").to_pylist())
+    for view in ("prev", "cur", "reasons"):
+        conn.execute(f"drop view if exists {view}")
+    return Changelog(
+        previous=True,
+        by_provider=dict(sorted(by_provider.items())),
+        removed_by_reason=dict(sorted(by_reason.items())),
+    )
+
+
+def prepare_changes(
+    conn: duckdb.DuckDBPyConnection,
+    layout: DataLayout,
+    media: str,
+    providers: list[str],
+    target: Target,
+    repo_name: str,
+) -> tuple[Changelog, Bookkeeping]:
+    """The card step's bookkeeping: index this release, diff it with the target's previous one, write the
+    removals file, the changelog and the pending index."""
+    rf = ReleaseFiles(layout, media)
+    book = Bookkeeping()
+    t0 = time.perf_counter()
+    data = provider_data(layout, media, providers)
+    t1 = time.perf_counter()
+    current = build_index(conn, rf, data, book)
+    write_next_index(rf, current)
+    t2 = time.perf_counter()
+    previous = previous_index(conn, rf, target, repo_name)
+    changelog = diff_indexes(conn, rf, previous, current, layout.takedowns_file(media), book)
+    rf.changelog.write_text(changelog.to_json())
+    t3 = time.perf_counter()
+    book.seconds = {"versions": round(t1 - t0, 4), "index": round(t2 - t1, 4), "diff": round(t3 - t2, 4)}
+    return changelog, book

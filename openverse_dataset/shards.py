@@ -1,0 +1,114 @@
+"""Shard sidecars: each shard's sha256, recorded once when its folder is written, never recomputed after.
+
+A release needs every published file's sha256 (the publish plan compares them with the target) and a version of
+each provider's cleaned data (the release index is kept per provider and reused while that version holds).
+Hashing every shard at every release costs as much as reading the whole catalog; so the writer of a shard folder
+(the clean step, before it swaps the folder into place) calls `record_shards`, which writes `_shards.json`
+(path, size, mtime, sha256 per shard) next to the shards. `shard_records` reads it back and checks each file's
+size and mtime against it: a shard rewritten without a new sidecar, or a folder written before sidecars
+existed, is hashed again (and counted in `ShardRecords.rehashed`), so a stale sidecar can cost time, never a
+wrong hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openverse_dataset.layout import DataLayout
+from openverse_dataset.parquet import sha256_file
+
+SIDECAR_FORMAT = 1
+CLEAN_GLOB = "*/part-*.parquet"  # clean/<media>/<provider>/<license>/part-*.parquet
+REJECTS_GLOB = "part-*.parquet"  # rejects/<media>/<provider>/part-*.parquet
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """One shard as its writer left it."""
+
+    path: str  # relative to the folder, POSIX
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class ShardRecords:
+    """The shards of one folder with their sha256s, and how many had to be hashed now (0 when the sidecar held)."""
+
+    folder: Path
+    records: list[ShardRecord] = field(default_factory=list)
+    rehashed: int = 0
+
+    def by_path(self) -> dict[str, ShardRecord]:
+        return {r.path: r for r in self.records}
+
+    def version(self) -> str:
+        """A content version of the folder: changes exactly when a shard's bytes, name or the set of shards do."""
+        h = hashlib.sha256()
+        for r in self.records:
+            h.update(f"{r.path}\0{r.size}\0{r.sha256}\n".encode())
+        return h.hexdigest()[:32]
+
+
+def _record(folder: Path, path: Path, sha256: str | None = None) -> ShardRecord:
+    st = path.stat()
+    return ShardRecord(path.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns, sha256 or sha256_file(path))
+
+
+def _write_sidecar(folder: Path, records: list[ShardRecord]) -> None:
+    dest = DataLayout.shard_manifest(folder)
+    body = {"format": SIDECAR_FORMAT, "shards": [r.__dict__ for r in records]}
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+    os.replace(tmp, dest)
+
+
+def record_shards(folder: Path, pattern: str = CLEAN_GLOB) -> ShardRecords:
+    """Hash the shards `folder` holds now and write its sidecar: the writer calls this once, right after writing.
+
+    Call it on the staging folder before it is swapped into place (renames keep size and mtime), e.g. in the
+    clean step: `record_shards(clean_staging)` and `record_shards(rej_staging, REJECTS_GLOB)`.
+    """
+    folder = Path(folder)
+    records = [_record(folder, p) for p in sorted(folder.glob(pattern))]
+    if folder.exists():
+        _write_sidecar(folder, records)
+    return ShardRecords(folder, records, rehashed=len(records))
+
+
+def shard_records(folder: Path, pattern: str = CLEAN_GLOB) -> ShardRecords:
+    """The shards of `folder` with their sha256s, from the sidecar where it still matches the files.
+
+    Reads no shard byte when the sidecar is current; otherwise hashes only the shards it does not vouch for
+    (and rewrites it, so the next release reads none). A folder that does not exist has no shards.
+    """
+    folder = Path(folder)
+    side = DataLayout.shard_manifest(folder)
+    known: dict[str, dict] = {}
+    if side.exists():
+        try:
+            body = json.loads(side.read_text())
+            if body.get("format") == SIDECAR_FORMAT:
+                known = {s["path"]: s for s in body["shards"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            known = {}  # unreadable sidecar: hash everything below, then rewrite it
+    out = ShardRecords(folder)
+    for p in sorted(folder.glob(pattern)):
+        rel = p.relative_to(folder).as_posix()
+        st = p.stat()
+        s = known.get(rel)
+        if s is not None and s.get("size") == st.st_size and s.get("mtime_ns") == st.st_mtime_ns:
+            out.records.append(ShardRecord(rel, st.st_size, st.st_mtime_ns, s["sha256"]))
+        else:
+            out.records.append(_record(folder, p))
+            out.rehashed += 1
+    if out.rehashed or len(known) != len(out.records):
+        with contextlib.suppress(OSError):  # a read-only data directory still releases; the next run hashes again
+            _write_sidecar(folder, out.records)
+    return out
