@@ -200,12 +200,13 @@ def test_release_after_one_provider_changed_reads_only_that_provider(layout: Dat
     want_removals, want_by_provider = scratch_diff(conn, layout, prev_full, cur_full, providers)
 
     recorded = {}
+    untouched_shards = sum(1 for p in ("flickr", "wikimedia") for _ in layout.clean_dir(MEDIA, p).rglob("part-*"))
     for p in ("flickr", "wikimedia"):  # from here on, reading any byte of these providers fails
         for f in [*layout.clean_dir(MEDIA, p).rglob("part-*.parquet"), *layout.rejects_dir(MEDIA, p).glob("*.parquet")]:
             recorded[str(f)] = sha256_file(f)
             corrupt_keeping_stat(f)
     changelog, book = prepare_changes(conn, layout, MEDIA, providers, target, "openverse-images")
-    assert book.built == ["spacex"] and book.reused == 2 and book.diffed == ["spacex"]
+    assert book.built == ["spacex"] and book.reused == untouched_shards and book.diffed == ["spacex"]
     assert book.shards_rehashed == 0
     got = pq.read_table(rf.removals)
     assert got.equals(want_removals)
@@ -265,8 +266,9 @@ def test_incremental_diff_equals_from_scratch_over_random_changes(layout: DataLa
         assert changelog.by_provider == want_by_provider, f"round {round_}"
         ReleaseFiles(layout, MEDIA).promote(target)
         prev_full = cur_full
-    # segments no index refers to were pruned: one per provider remains
-    assert len(list(layout.release_segments_root(MEDIA).glob("*/*.parquet"))) == len(providers)
+    # segments no index refers to were pruned: one per clean shard remains
+    shards = [f for p in providers for f in layout.clean_dir(MEDIA, p).rglob("part-*.parquet")]
+    assert len(list(layout.release_segments_root(MEDIA).glob("*/*.parquet"))) == len(shards) >= len(providers)
 
 
 def test_local_target_without_index_is_indexed_from_its_own_files(layout: DataLayout, conn, tmp_path: Path):
@@ -383,3 +385,23 @@ def test_subset_counts_are_cached_per_provider_and_equal_a_global_count(layout: 
     write_provider(layout, "c", [row("c", "only")])
     warm = compute_subsets(conn, layout, MEDIA, ["a", "b", "c"])
     assert warm.rows == 60 + 61 + 1 and warm.rejected_by_reason == {"invalid_url": 2}
+
+
+def test_a_changed_provider_reindexes_only_its_changed_shards(layout: DataLayout, conn, tmp_path: Path):
+    target = LocalTarget(str(tmp_path / "hub"))
+    rows = [row("p", i, LICENSES[k % 3]) for k, i in enumerate(ids(300, 21))]
+    write_provider(layout, "p", rows)
+    write_takedowns(layout, [])
+    before = compute_subsets(conn, layout, MEDIA, ["p"])
+    prepare_changes(conn, layout, MEDIA, ["p"], target, "r")
+    ReleaseFiles(layout, MEDIA).promote(target)
+    edited = [{**r, "title": "edited"} if r["license"] == "by" and k < 30 else r for k, r in enumerate(rows)]
+    write_provider(layout, "p", edited)  # the by/ shard changes; cc0/ and by-sa/ come out byte-identical
+    for folder in ("cc0", "by-sa"):
+        for f in (layout.clean_dir(MEDIA, "p") / license_folder(folder)).glob("*.parquet"):
+            corrupt_keeping_stat(f)
+    after = compute_subsets(conn, layout, MEDIA, ["p"])  # counts too come from the unchanged shards' cache
+    assert after.by_license_provider == before.by_license_provider and after.rows == 300
+    changelog, book = prepare_changes(conn, layout, MEDIA, ["p"], target, "r")
+    assert book.segments_built == 1 and book.reused == 2
+    assert changelog.by_provider == {"p": {"added": 0, "removed": 0, "changed": 10}}

@@ -147,7 +147,10 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
         )
         path = data_dir.layout.card_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        # a new file, never rewritten in place: the local target's README is a hard link of the previous card
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
         return dg.MaterializeResult(
             metadata={
                 "card": card_md(text),

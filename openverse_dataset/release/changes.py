@@ -5,16 +5,17 @@ carries `removals.parquet`: the identifiers that were in the previous release an
 left a config because their license changed), each with a reason class taken from this run's rejects and the
 takedown snapshot. The card's changelog counts added / removed / changed rows per provider.
 
-The release index (identifier, provider, license, row hash) is kept **per provider**, as one segment file per
-cleaned data version of that provider. The version comes from the shard sidecars the clean step writes
-(`openverse_dataset.shards`), so finding out which providers changed reads no row. A release then:
+The release index (identifier, provider, license, row hash) is kept in **segments, one per cleaned shard**,
+named by the shard's sha256. The sha256s come from the sidecars the clean step writes when it writes a shard
+(`openverse_dataset.shards`), so finding out what changed reads no row. A release then:
 
-- builds segments only for providers whose version is new (reading only their rows) and reuses the others'
-  files byte for byte;
-- diffs, against the target's previous index, only the providers whose clean or rejects version differs. The
-  rest are identical on both sides, so they add nothing to the removals or the changelog. Identifiers are
-  unique in the catalog, so a work that moved between providers changed both, and the joint diff of the changed
-  providers equals the diff of the whole releases (the tests check it against a from-scratch computation).
+- builds segments only for shards not indexed before (reading only their rows; a provider that did not change
+  is not read at all) and reuses every other segment file byte for byte;
+- diffs, against the target's previous index, only the segments one side has and the other does not (plus the
+  rejects of the providers they belong to, for removal reasons). A segment on both sides holds the same rows in
+  both releases, and identifiers are unique in a release, so it adds nothing to the removals or the changelog;
+  the joint diff of the changed segments equals the diff of the whole releases (the tests check it against a
+  from-scratch computation, moves between providers included).
 
 After a successful publish the pending index becomes the target's previous index (`promote`), and segments no
 index refers to any more are deleted. A local target without an index is indexed from its own files; a Hub
@@ -99,41 +100,55 @@ class Changelog:
 
 @dataclass(frozen=True)
 class Segment:
-    """One provider's part of a release index: which file, for which clean and rejects versions."""
+    """The index rows of one cleaned shard: named by the shard's sha256, so it holds while the shard does."""
 
-    version: str  # INDEX_FORMAT + the clean data version: names the segment file
-    rejects: str  # the rejects version (a change there can change removal reasons)
+    provider: str
+    version: str  # INDEX_FORMAT + the shard's sha256: names the segment file
     rows: int
 
 
 @dataclass
 class ReleaseIndex:
-    """A release as a set: provider -> segment. Small JSON; the rows live in the segment files."""
+    """A release as a set: one segment per shard (key `<provider>/<shard path>`), and each provider's rejects
+    version (a change there can change removal reasons). Small JSON; the rows live in the segment files."""
 
     media: str
     segments: dict[str, Segment] = field(default_factory=dict)
+    rejects: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         body = {
             "format": INDEX_FORMAT,
             "media": self.media,
-            "segments": {p: asdict(s) for p, s in self.segments.items()},
+            "segments": {k: asdict(s) for k, s in self.segments.items()},
+            "rejects": self.rejects,
         }
         return json.dumps(body, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ReleaseIndex:
         body = json.loads(text)
-        return cls(body["media"], {p: Segment(**s) for p, s in sorted(body["segments"].items())})
+        segments = {k: Segment(**s) for k, s in sorted(body["segments"].items())}
+        return cls(body["media"], segments, dict(sorted(body.get("rejects", {}).items())))
+
+    def providers(self) -> set[str]:
+        return {s.provider for s in self.segments.values()} | set(self.rejects)
+
+    def rows_by_provider(self) -> dict[str, int]:
+        out: Counter = Counter()
+        for s in self.segments.values():
+            out[s.provider] += s.rows
+        return dict(sorted(out.items()))
 
 
 @dataclass
 class Bookkeeping:
-    """What the card step's bookkeeping did: segments built and reused, shards hashed, seconds per phase."""
+    """What the card step's bookkeeping did: providers and segments built and reused, shards hashed, seconds."""
 
-    built: list[str] = field(default_factory=list)
-    reused: int = 0
-    diffed: list[str] = field(default_factory=list)
+    built: list[str] = field(default_factory=list)  # providers with at least one new segment
+    segments_built: int = 0
+    reused: int = 0  # segments reused as they were
+    diffed: list[str] = field(default_factory=list)  # providers the diff read
     shards_rehashed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -145,9 +160,9 @@ class ProviderData:
     clean: ShardRecords
     rejects: ShardRecords
 
-    @property
-    def segment_version(self) -> str:
-        return f"{INDEX_FORMAT}-{self.clean.version()}"
+
+def segment_version(sha256: str) -> str:
+    return f"{INDEX_FORMAT}-{sha256[:32]}"
 
 
 def provider_data(layout: DataLayout, media: str, providers: list[str]) -> dict[str, ProviderData]:
@@ -212,8 +227,13 @@ class ReleaseFiles:
         indexes = [self.next_index, *self.layout.release_targets_root(self.media).glob("*/index.json")]
         for path in indexes:
             if path.exists():
-                for p, s in ReleaseIndex.from_json(path.read_text()).segments.items():
-                    keep.setdefault(self.segment(p, s.version).parent.name, set()).add(s.version.split("-", 1)[-1])
+                idx = ReleaseIndex.from_json(path.read_text())
+                for s in idx.segments.values():
+                    keep.setdefault(self.segment(s.provider, s.version).parent.name, set()).add(
+                        s.version.split("-")[-1]
+                    )
+                for p, v in idx.rejects.items():
+                    keep.setdefault(self.segment(p, "x").parent.name, set()).add(v)
         removed = 0
         for f in self.layout.release_segments_root(self.media).glob("*/*"):
             if not any(v in f.name for v in keep.get(f.parent.name, ())):
@@ -257,20 +277,25 @@ def write_segment(conn: duckdb.DuckDBPyConnection, paths: list[Path], dest: Path
 def build_index(
     conn: duckdb.DuckDBPyConnection, rf: ReleaseFiles, data: dict[str, ProviderData], book: Bookkeeping | None = None
 ) -> ReleaseIndex:
-    """The release index of `data`: a segment is built only for a provider version not indexed before."""
+    """The release index of `data`: a segment is built only for a shard not indexed before (by sha256)."""
     book = book or Bookkeeping()
     index = ReleaseIndex(rf.media)
+    built: set[str] = set()
     for provider, d in sorted(data.items()):
-        version = d.segment_version
-        dest = rf.segment(provider, version)
-        if dest.exists():
-            rows = pq.read_metadata(dest).num_rows
-            book.reused += 1
-        else:
-            rows = write_segment(conn, [d.clean.folder / r.path for r in d.clean.records], dest)
-            book.built.append(provider)
+        for r in d.clean.records:
+            version = segment_version(r.sha256)
+            dest = rf.segment(provider, version)
+            if dest.exists():
+                rows = pq.read_metadata(dest).num_rows
+                book.reused += 1
+            else:
+                rows = write_segment(conn, [d.clean.folder / r.path], dest)
+                book.segments_built += 1
+                built.add(provider)
+            index.segments[f"{provider}/{r.path}"] = Segment(provider, version, rows)
+        index.rejects[provider] = d.rejects.version()
         book.shards_rehashed += d.clean.rehashed + d.rejects.rehashed
-        index.segments[provider] = Segment(version, d.rejects.version(), rows)
+    book.built = sorted(built)
     return index
 
 
@@ -300,7 +325,7 @@ def previous_index(
     recorded = rf.index(target)
     if recorded.exists():
         idx = ReleaseIndex.from_json(recorded.read_text())
-        if all(rf.segment(p, s.version).exists() for p, s in idx.segments.items()):
+        if all(rf.segment(s.provider, s.version).exists() for s in idx.segments.values()):
             return idx
     legacy = rf.layout.release_legacy_index(rf.media, target.key)
     if legacy.exists():
@@ -315,7 +340,7 @@ def previous_index(
                 .cast(INDEX_SCHEMA)
             )
             _write(table, dest)
-            idx.segments[provider] = Segment(tag, "", table.num_rows)
+            idx.segments[f"{provider}/legacy"] = Segment(provider, tag, table.num_rows)
         conn.execute("drop view if exists legacy")
         return idx
     own = target.own_release_files(repo_name)
@@ -323,17 +348,27 @@ def previous_index(
         return None
     idx = ReleaseIndex(rf.media)
     for provider, paths in sorted(own.items()):
-        version = f"target-{_file_version(paths)}"
-        dest = rf.segment(provider, version)
-        rows = pq.read_metadata(dest).num_rows if dest.exists() else write_segment(conn, paths, dest)
-        idx.segments[provider] = Segment(version, "", rows)
+        for path in paths:
+            version = f"target-{_file_version([path])}"
+            dest = rf.segment(provider, version)
+            rows = pq.read_metadata(dest).num_rows if dest.exists() else write_segment(conn, [path], dest)
+            idx.segments[f"{provider}/{path.parent.name}/{path.name}"] = Segment(provider, version, rows)
     return idx
 
 
-def changed_providers(previous: ReleaseIndex, current: ReleaseIndex) -> list[str]:
-    """Providers whose segment or rejects differ (or that appear on one side only): all a diff must read."""
-    names = set(previous.segments) | set(current.segments)
-    return sorted(p for p in names if previous.segments.get(p) != current.segments.get(p))
+def changed_parts(previous: ReleaseIndex, current: ReleaseIndex) -> tuple[list[Segment], list[Segment], list[str]]:
+    """Segments only the previous release has, segments only the current one has, and the providers with either
+    or with changed rejects: all a diff must read. A segment on both sides holds the same rows in both releases,
+    and identifiers are unique in a release, so nothing in it is added, removed or changed."""
+    prev = {(s.provider, s.version): s for s in previous.segments.values()}
+    cur = {(s.provider, s.version): s for s in current.segments.values()}
+    gone = [s for k, s in sorted(prev.items()) if k not in cur]
+    new = [s for k, s in sorted(cur.items()) if k not in prev]
+    providers = {s.provider for s in gone + new}
+    providers |= {
+        p for p in previous.rejects.keys() | current.rejects.keys() if previous.rejects.get(p) != current.rejects.get(p)
+    }
+    return gone, new, sorted(providers)
 
 
 def _view(conn: duckdb.DuckDBPyConnection, name: str, paths: list[Path]) -> None:
@@ -356,7 +391,8 @@ def diff_indexes(
 ) -> Changelog:
     """Write the removals file (previous minus current, plus license changes) and return the changelog.
 
-    Reads only the changed providers' segments and rejects (and the takedown snapshot, for reasons).
+    Reads only the segments of changed shards, the changed providers' rejects and (for reasons of what is gone)
+    the takedown snapshot.
     """
     book = book or Bookkeeping()
     if previous is None:
@@ -364,18 +400,18 @@ def diff_indexes(
         return Changelog(
             previous=False,
             by_provider={
-                p: {"added": s.rows, "removed": 0, "changed": 0} for p, s in current.segments.items() if s.rows
+                p: {"added": n, "removed": 0, "changed": 0} for p, n in current.rows_by_provider().items() if n
             },
             note="no previous release known for this target: every row counts as added",
         )
-    changed = changed_providers(previous, current)
+    gone_segments, new_segments, changed = changed_parts(previous, current)
     book.diffed = changed
-    _view(conn, "prev", [rf.segment(p, previous.segments[p].version) for p in changed if p in previous.segments])
-    _view(conn, "cur", [rf.segment(p, current.segments[p].version) for p in changed if p in current.segments])
+    _view(conn, "prev", [rf.segment(s.provider, s.version) for s in gone_segments])
+    _view(conn, "cur", [rf.segment(s.provider, s.version) for s in new_segments])
     reason_files = [
         f
         for p in changed
-        if p in current.segments
+        if p in current.rejects
         for f in sorted(rf.layout.rejects_dir(rf.media, p).glob(REJECTS_GLOB))
     ]
     if takedowns is not None and takedowns.exists():

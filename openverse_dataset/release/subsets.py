@@ -17,7 +17,7 @@ import duckdb
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, segment
-from openverse_dataset.shards import REJECTS_GLOB, ShardRecords, shard_records
+from openverse_dataset.shards import REJECTS_GLOB, ShardRecord, shard_records
 
 DATA_DIR = "data"
 
@@ -80,48 +80,47 @@ def clean_files(layout: DataLayout, media: str, providers: list[str]) -> dict[st
     return {p: sorted(layout.clean_dir(media, p).glob("*/part-*.parquet")) for p in providers}
 
 
-STATS_FORMAT = "s1"  # part of each cached per-provider count's name: bump when what is counted changes
+STATS_FORMAT = "s1"  # part of each cached count's name: bump when what is counted changes
 
 
-def stats_version(clean: ShardRecords, rejects: ShardRecords) -> str:
-    """Names a provider's cached counts: they hold while its clean and rejected shards are the same."""
-    return f"{STATS_FORMAT}-{clean.version()}.{rejects.version()}"
+def _cached(path: Path, compute) -> object:
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, sort_keys=True))
+    os.replace(tmp, path)
+    return value
 
 
-def provider_counts(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str, provider: str) -> dict:
-    """Rows per (license), per (license, version, jurisdiction) and rejects per reason of one provider, read
-    from its files only when its shards changed since they were last counted (cached by version)."""
-    clean = shard_records(layout.clean_dir(media, provider))
+def shard_counts(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str, provider: str, shard) -> list:
+    """[license, version, jurisdiction, rows] of one cleaned shard, counted once per sha256 (cached)."""
+    path = shard.folder / shard.record.path
+    cache = layout.release_segment(media, provider, f"{STATS_FORMAT}-{shard.record.sha256[:32]}", ".counts.json")
+    sql = "select license, license_version, license_jurisdiction, count(*) from t group by all order by all"
+
+    def count() -> list:
+        return [[a, b, c, int(n)] for a, b, c, n in conn.read_parquet(str(path)).query("t", sql).fetchall()]
+
+    return _cached(cache, count)
+
+
+def rejects_counts(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str, provider: str) -> dict[str, int]:
+    """Rejected rows per reason of one provider, counted once per rejects version (cached)."""
     rejects = shard_records(layout.rejects_dir(media, provider), REJECTS_GLOB)
-    cache = layout.release_segment(media, provider, stats_version(clean, rejects), ".stats.json")
-    if cache.exists():
-        return json.loads(cache.read_text())
-    paths = [str(clean.folder / r.path) for r in clean.records]
-    out: dict = {"by_license": [], "by_license_version": [], "rejected": {}}
-    if paths:
-        rel = conn.read_parquet(paths, filename=True)
-        out["by_license"] = [
-            {"license": a, "provider": b, "rows": int(n), "files": int(f)}
-            for a, b, n, f in rel.query(
-                "t", "select license, provider, count(*), count(distinct filename) from t group by all order by all"
-            ).fetchall()
-        ]
-        out["by_license_version"] = [
-            [a, b, c, int(n)]
-            for a, b, c, n in rel.query(
-                "t", "select license, license_version, license_jurisdiction, count(*) from t group by all order by all"
-            ).fetchall()
-        ]
-    rej = [str(rejects.folder / r.path) for r in rejects.records]
-    if rej:
-        out["rejected"] = dict(
-            conn.read_parquet(rej).query("r", "select reason, count(*) from r group by all order by all").fetchall()
-        )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_text(json.dumps(out, sort_keys=True))
-    os.replace(tmp, cache)
-    return out
+    paths = [str(rejects.folder / r.path) for r in rejects.records]
+    if not paths:
+        return {}
+    cache = layout.release_segment(media, provider, f"{STATS_FORMAT}-rejects-{rejects.version()}", ".counts.json")
+    sql = "select reason, count(*) from r group by all order by all"
+    return _cached(cache, lambda: dict(conn.read_parquet(paths).query("r", sql).fetchall()))
+
+
+@dataclass(frozen=True)
+class _Shard:
+    folder: Path
+    record: ShardRecord
 
 
 def _nulls_last(values: tuple) -> tuple:
@@ -133,8 +132,8 @@ def compute_subsets(
 ) -> SubsetStats:
     """Count rows per (license, provider) and per config from the cleaned files of `providers`.
 
-    Counts are kept per provider and version (`provider_counts`): a release after one provider changed reads
-    only that provider's rows.
+    Counts are kept per shard sha256 and rejects version (cached under the release segments): a release after
+    one provider changed reads only the rows of its changed shards.
     """
     missing = [p for p in providers if not layout.clean_dir(media, p).exists()]
     per_lp: list[dict] = []
@@ -143,11 +142,17 @@ def compute_subsets(
     for p in providers:
         if p in missing:
             continue
-        counts = provider_counts(conn, layout, media, p)
-        per_lp += counts["by_license"]
-        for a, b, c, n in counts["by_license_version"]:
-            per_lv[(a, b, c)] += n
-        rejected.update(counts["rejected"])
+        clean = shard_records(layout.clean_dir(media, p))
+        rows: Counter = Counter()
+        files: Counter = Counter()
+        for r in clean.records:
+            counts = shard_counts(conn, layout, media, p, _Shard(clean.folder, r))
+            for a, b, c, n in counts:
+                per_lv[(a, b, c)] += n
+                rows[a] += n
+            files.update({x[0] for x in counts})
+        per_lp += [{"license": a, "provider": p, "rows": n, "files": files[a]} for a, n in rows.items()]
+        rejected.update(rejects_counts(conn, layout, media, p))
     per_lp.sort(key=lambda r: _nulls_last((r["license"], r["provider"], r["rows"], r["files"])))
     stats = SubsetStats(
         media=media,
