@@ -32,6 +32,28 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    """`prepare-catalog`: create (or with --print, only print) the indexes change detection needs."""
+    from openverse_dataset.catalog.connect import redact
+    from openverse_dataset.catalog.prepare import catalog_sql, prepare_catalog
+
+    media = args.media or list(MEDIA_TYPES)
+    if args.print:  # for a DBA: the whole idempotent script, nothing connected to or changed
+        for stmt in catalog_sql(media):
+            print(f"{stmt};")
+        return 0
+    url = args.url or os.environ.get("OPENVERSE_CATALOG_URL")
+    if not url:
+        console.print("[bold red]error:[/bold red] give --url URL (or set OPENVERSE_CATALOG_URL)")
+        return 2
+    console.print(f"preparing {redact(url)} (CONCURRENTLY: ingestion keeps writing; a big table takes a while)")
+    done = prepare_catalog(url, media, echo=lambda stmt: print(f"{stmt};", flush=True))
+    for d in done:
+        what = "already present" if d.action == "present" else f"{d.action} in {d.seconds:.1f}s"
+        console.print(f"  {d.index.describe()}: {what}")
+    return 0
+
+
 def _instance(stack: ExitStack):
     import dagster as dg
 
@@ -257,6 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--url", required=True, help="SQLAlchemy URL of the catalog database")
     p.add_argument("--api-url", help="SQLAlchemy URL of the API database (takedown tables); default: --url")
     p.set_defaults(fn=_seed)
+    c = sub.add_parser("prepare-catalog", help="create the indexes change detection needs on the catalog (idempotent)")
+    c.add_argument("--url", help="SQLAlchemy URL of the catalog (default: OPENVERSE_CATALOG_URL)")
+    c.add_argument(
+        "--media", choices=sorted(MEDIA_TYPES), action="append", help="media type to prepare (repeatable; default: all)"
+    )
+    c.add_argument("--print", action="store_true", help="only print the SQL (for a DBA); connect to nothing")
+    c.set_defaults(fn=_prepare)
     b = sub.add_parser("build", help="discover providers, refresh partitions, publish the releases")
     b.add_argument(
         "--media", choices=sorted(MEDIA_TYPES), action="append", help="media type to build (repeatable; default: all)"

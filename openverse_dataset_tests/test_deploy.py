@@ -35,6 +35,7 @@ def test_production_config_is_valid_for_dagster_and_dagster_aws(monkeypatch):
 def test_production_instance_runs_a_sensor_tick_and_a_partition(env, pg_url, upstream_catalog, tmp_path, monkeypatch):
     """Dagster's storage in one database, the catalog and the API database as production has them."""
     upstream_catalog.seed_demo(["audio"])
+    upstream_catalog.prepare()
     upstream_catalog.configure(monkeypatch)
     cfg = yaml.safe_load(DEPLOY.read_text())
     cfg.pop("run_launcher")  # ECS cannot be reached from here: the default launcher stands in

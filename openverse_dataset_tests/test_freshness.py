@@ -33,6 +33,7 @@ def run_requests(defs, instance, requests, job_name) -> None:
 
 def test_sensors_refresh_only_what_changed(env, upstream_catalog, monkeypatch):
     upstream_catalog.seed_demo()
+    upstream_catalog.prepare()  # the indexes change detection needs (the sensors skip without them)
     upstream_catalog.configure(monkeypatch)
     defs = load_defs()
     engine = upstream_catalog.catalog
@@ -89,6 +90,7 @@ def test_sensors_refresh_only_what_changed(env, upstream_catalog, monkeypatch):
 
 def test_takedown_fast_path_recleans_only_the_affected_provider(env, upstream_catalog, monkeypatch):
     upstream_catalog.seed_demo()
+    upstream_catalog.prepare()
     upstream_catalog.configure(monkeypatch)  # the takedown tables live in the separate API database
     defs = load_defs()
     engine = upstream_catalog.catalog

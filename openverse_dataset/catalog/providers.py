@@ -36,18 +36,25 @@ def partition_key_problem(name: str) -> str | None:
     return None
 
 
-def _distinct_providers_sql(table: str) -> sa.TextClause:
-    # A loose index scan: one index probe per provider instead of reading 800M rows (PostgreSQL has no
-    # skip scan of its own before 18). Uses the (provider, ...) indexes of the media table.
-    return sa.text(f"""
+def loose_scan_cte(table: str) -> str:
+    """`WITH RECURSIVE p(provider)`: the distinct non-null providers of `table`, one index probe each.
+
+    PostgreSQL has no skip scan before 18; this walks any index led by `provider` (Openverse's own
+    `(provider, md5(foreign_identifier))` on both the media and the deleted table) from one provider to the next,
+    so listing 300 providers of an 800M-row table costs 300 probes, not a scan. Rows of `p` may be NULL at the end:
+    filter `p.provider IS NOT NULL`. `table` comes from media.py, never from input.
+    """
+    return f"""
         WITH RECURSIVE p(provider) AS (
             (SELECT provider FROM {table} WHERE provider IS NOT NULL ORDER BY provider LIMIT 1)
             UNION ALL
             SELECT (SELECT t.provider FROM {table} t WHERE t.provider > p.provider ORDER BY t.provider LIMIT 1)
             FROM p WHERE p.provider IS NOT NULL
-        )
-        SELECT provider FROM p WHERE provider IS NOT NULL
-    """)
+        )"""
+
+
+def _distinct_providers_sql(table: str) -> sa.TextClause:
+    return sa.text(f"{loose_scan_cte(table)} SELECT provider FROM p WHERE provider IS NOT NULL")
 
 
 def discover_providers(url: str, media: MediaType) -> Discovery:

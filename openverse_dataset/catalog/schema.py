@@ -11,6 +11,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from openverse_dataset.catalog.prepare import INDEXES
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
 UUID = sa.Uuid(as_uuid=False).with_variant(sa.String(36), "sqlite")
@@ -77,7 +78,6 @@ for _m in MEDIA_TYPES.values():
         dialect="sqlite"
     )
     sa.Index(f"{_m.table}_url_key", _t.c.url, unique=True)
-    sa.Index(f"{_m.table}_updated_on_idx", _t.c.provider, _t.c.updated_on)
     MEDIA_TABLES[_m.name] = _t
 
     _d = sa.Table(
@@ -87,8 +87,11 @@ for _m in MEDIA_TYPES.values():
         sa.Column("deleted_on", TS, nullable=False),
         sa.Column("deleted_reason", sa.String(80)),
     )
-    sa.Index(f"{_m.deleted_table}_provider_idx", _d.c.provider, _d.c.deleted_on)
     DELETED_TABLES[_m.name] = _d
+    # The demo catalog comes prepared: the same indexes `prepare-catalog` adds to a real one, declared there.
+    for _i in INDEXES[_m.name]:
+        _on = {_t.name: _t, _d.name: _d}[_i.table]
+        sa.Index(_i.name, *(_on.c[c] for c in _i.columns))
 
     API_DELETED_TABLES[_m.name] = sa.Table(
         _m.api_deleted_table,

@@ -2,8 +2,11 @@
 
 A watermark is (newest `updated_on` in the media table, newest `deleted_on` in `deleted_<media>`): inserts
 and updates move the first, rows moved out of the catalog move the second. On PostgreSQL both are index probes
-per provider (a loose index scan over the `(provider, ...)` indexes), so a tick costs milliseconds per provider
-even on an 800M-row table; the row count, which needs a scan, is optional.
+per provider (a loose index scan over providers, then one backward probe of `prepare-catalog`'s
+`(provider, updated_on)` / `(provider, deleted_on)` indexes), so a tick costs a few milliseconds per provider
+even on an 800M-row table; the row count, which needs a scan, is optional. Openverse's own indexes cannot
+answer these questions without reading every row of a provider, so without the prepared indexes these
+functions raise `MissingIndexes` (naming them and the command to run) instead of scanning silently.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from openverse_dataset.catalog.connect import (
     sane_max,
     scrub,
 )
+from openverse_dataset.catalog.prepare import require_indexes
+from openverse_dataset.catalog.providers import loose_scan_cte
 from openverse_dataset.catalog.schema import API_DELETED_TABLES, API_MATURE_TABLES, DELETED_TABLES, MEDIA_TABLES
 from openverse_dataset.media import MediaType
 
@@ -43,31 +48,71 @@ class Watermark:
         return f"{u}|{d}"
 
 
+def _pg_newest(table: str, col: str, where: str) -> str:
+    """Newest sane `col` of the rows matching `where`, as one backward probe of a `(provider, col)` index.
+
+    `ORDER BY col DESC LIMIT 1` rather than `max(col) FILTER (...)`: PostgreSQL turns only the former into an
+    index probe when a range filter is present, the latter reads every row of the provider.
+    """
+    sane = PG_SANE_TIMESTAMP.format(col=f"x.{col}")
+    return f"(SELECT x.{col} FROM {table} x WHERE {where} AND {sane} ORDER BY x.{col} DESC LIMIT 1)"
+
+
 def _pg_sql(media: MediaType, counts: bool) -> sa.TextClause:
     count = f", (SELECT count(*) FROM {media.table} c WHERE c.provider = p.provider)" if counts else ", NULL"
     return sa.text(f"""
-        WITH RECURSIVE p(provider) AS (
-            (SELECT provider FROM {media.table} WHERE provider IS NOT NULL ORDER BY provider LIMIT 1)
-            UNION ALL
-            SELECT (SELECT t.provider FROM {media.table} t WHERE t.provider > p.provider
-                    ORDER BY t.provider LIMIT 1)
-            FROM p WHERE p.provider IS NOT NULL
-        )
+        {loose_scan_cte(media.table)}
         SELECT p.provider,
-               (SELECT max(u.updated_on) FILTER (WHERE {PG_SANE_TIMESTAMP.format(col="u.updated_on")})
-                FROM {media.table} u WHERE u.provider = p.provider),
-               (SELECT max(d.deleted_on) FILTER (WHERE {PG_SANE_TIMESTAMP.format(col="d.deleted_on")})
-                FROM {media.deleted_table} d WHERE d.provider = p.provider)
+               {_pg_newest(media.table, "updated_on", "x.provider = p.provider")},
+               {_pg_newest(media.deleted_table, "deleted_on", "x.provider = p.provider")}
                {count}
         FROM p WHERE p.provider IS NOT NULL ORDER BY p.provider
     """)  # table names come from media.py, never from input
 
 
-def catalog_watermarks(url: str, media: MediaType, *, counts: bool = False) -> dict[str, Watermark]:
-    """Watermarks of every provider of a media type, in one round trip."""
+def _pg_provider_sql(media: MediaType) -> sa.TextClause:
+    return sa.text(f"""
+        SELECT {_pg_newest(media.table, "updated_on", "x.provider = :provider")},
+               {_pg_newest(media.deleted_table, "deleted_on", "x.provider = :provider")}
+    """)
+
+
+def _pg_newest_deletion_sql(media: MediaType) -> sa.TextClause:
+    """Newest `deleted_on` overall, as one probe per provider of the deleted table (no scan of it)."""
+    d = media.deleted_table
+    return sa.text(f"""
+        {loose_scan_cte(d)}
+        SELECT greatest(
+            (SELECT max({_pg_newest(d, "deleted_on", "x.provider = p.provider")}) FROM p WHERE p.provider IS NOT NULL),
+            {_pg_newest(d, "deleted_on", "x.provider IS NULL")})
+    """)
+
+
+def _pg_deleted_since_sql(media: MediaType, since: bool) -> sa.TextClause:
+    """(provider, identifier) of rows moved to the deleted table after `:since`: a range probe per provider."""
+    d = media.deleted_table
+    after = "AND x.deleted_on > :since" if since else ""
+    return sa.text(f"""
+        {loose_scan_cte(d)}
+        SELECT p.provider, x.identifier::text FROM p
+        CROSS JOIN LATERAL (SELECT identifier FROM {d} x WHERE x.provider = p.provider {after} LIMIT :limit) x
+        WHERE p.provider IS NOT NULL LIMIT :limit
+    """)
+
+
+def catalog_watermarks(
+    url: str, media: MediaType, *, counts: bool = False, require_prepared: bool = True
+) -> dict[str, Watermark]:
+    """Watermarks of every provider of a media type, in one round trip.
+
+    Raises MissingIndexes when the catalog lacks `prepare-catalog`'s indexes, unless `require_prepared=False`
+    (for callers that scan on purpose, e.g. a maintainer-run asset that counts every row anyway).
+    """
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
+            if require_prepared:
+                require_indexes(conn, url, media)
             if conn.dialect.name == "postgresql":
                 rows = conn.execute(_pg_sql(media, counts)).all()
             else:
@@ -99,8 +144,11 @@ def provider_watermark(url: str, media: MediaType, provider: str) -> Watermark:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            u = conn.scalar(sa.select(sane_max(t.c.updated_on)).where(t.c.provider == provider))
-            dl = conn.scalar(sa.select(sane_max(d.c.deleted_on)).where(d.c.provider == provider))
+            if conn.dialect.name == "postgresql":
+                u, dl = conn.execute(_pg_provider_sql(media), {"provider": provider}).one()
+            else:
+                u = conn.scalar(sa.select(sane_max(t.c.updated_on)).where(t.c.provider == provider))
+                dl = conn.scalar(sa.select(sane_max(d.c.deleted_on)).where(d.c.provider == provider))
     except sa.exc.SQLAlchemyError as exc:
         raise CatalogError(f"reading the watermark of {provider!r} failed: {scrub(str(exc), url)}") from None
     finally:
@@ -122,7 +170,12 @@ class TakedownMark:
 
 
 def takedown_mark(catalog_url: str, api_url: str, media: MediaType) -> TakedownMark:
-    """Newest `created_on`/`updated_on` of the API takedown tables and `deleted_on` of `deleted_<media>`."""
+    """Newest `created_on`/`updated_on` of the API takedown tables and `deleted_on` of `deleted_<media>`.
+
+    The API tables are read whole (Django gives them no index on these columns, and the project does not touch
+    the API database); the deleted table, which grows with the catalog, through the prepared index (raises
+    MissingIndexes without it).
+    """
     ad, am, d = API_DELETED_TABLES[media.name], API_MATURE_TABLES[media.name], DELETED_TABLES[media.name]
     api, cat = make_engine(api_url), make_engine(catalog_url)
     try:
@@ -130,7 +183,11 @@ def takedown_mark(catalog_url: str, api_url: str, media: MediaType) -> TakedownM
             a = conn.scalar(sa.select(sa.func.max(sa.func.coalesce(ad.c.updated_on, ad.c.created_on))))
             m = conn.scalar(sa.select(sa.func.max(am.c.created_on)))
         with cat.connect() as conn:
-            dl = conn.scalar(sa.select(sa.func.max(d.c.deleted_on)))
+            require_indexes(conn, catalog_url, media)
+            if conn.dialect.name == "postgresql":
+                dl = conn.scalar(_pg_newest_deletion_sql(media))
+            else:
+                dl = conn.scalar(sa.select(sane_max(d.c.deleted_on)))
     except sa.exc.SQLAlchemyError as exc:
         raise CatalogError(f"reading takedown marks failed: {scrub(str(exc), catalog_url, api_url)}") from None
     finally:
@@ -175,11 +232,15 @@ def takedowns_since(
             if moved("api_mature"):
                 ids |= set(conn.scalars(q2.limit(limit)))
         with cat.connect() as conn:
-            q3 = sa.select(d.c.provider, sa.cast(d.c.identifier, sa.Text))
-            if since and since.deleted:
-                q3 = q3.where(d.c.deleted_on > since.deleted)
+            after = since.deleted if since else None
+            if conn.dialect.name == "postgresql":
+                q3 = _pg_deleted_since_sql(media, after is not None).bindparams(limit=limit)
+                q3 = q3.bindparams(since=after) if after else q3
+            else:
+                q3 = sa.select(d.c.provider, sa.cast(d.c.identifier, sa.Text)).where(d.c.provider.is_not(None))
+                q3 = (q3.where(d.c.deleted_on > after) if after else q3).limit(limit)
             if moved("deleted"):
-                for provider, ident in conn.execute(q3.limit(limit)):
+                for provider, ident in conn.execute(q3):
                     affected.setdefault(provider, set()).add(ident)
             id_list = sorted(ids)
             for i in range(0, len(id_list), 1000):  # works still in the media table: which provider?

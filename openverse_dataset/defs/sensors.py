@@ -16,6 +16,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from openverse_dataset.catalog.prepare import MissingIndexes
 from openverse_dataset.catalog.providers import partition_key_problem
 from openverse_dataset.catalog.watermarks import TakedownMark, catalog_watermarks, takedown_mark, takedowns_since
 from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key, recorded_watermarks
@@ -45,7 +46,11 @@ def stale_sensor(media: MediaType) -> dg.SensorDefinition:
     )
     def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
         start = time.monotonic()
-        marks = catalog_watermarks(catalog.catalog_url(), media)
+        try:
+            marks = catalog_watermarks(catalog.catalog_url(), media)
+        except MissingIndexes as exc:  # never scan the catalog silently: say what is missing and what to run
+            context.log.warning(str(exc))
+            return dg.SensorResult(skip_reason=str(exc))
         known = set(context.instance.get_dynamic_partitions(pdef.name))
         recorded = recorded_watermarks(context.instance, media)
         requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
@@ -94,7 +99,11 @@ def takedown_sensor(media: MediaType, apply_job) -> dg.SensorDefinition:
     )
     def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
         cat, api = catalog.catalog_url(), catalog.takedown_url()
-        mark = takedown_mark(cat, api, media)
+        try:
+            mark = takedown_mark(cat, api, media)
+        except MissingIndexes as exc:  # never scan the catalog silently: say what is missing and what to run
+            context.log.warning(str(exc))
+            return dg.SensorResult(skip_reason=str(exc))
         if not context.cursor:  # first tick: the builds so far applied everything up to now
             return dg.SensorResult(cursor=json.dumps(_mark_json(mark)), skip_reason="recorded the current mark")
         previous = _mark_from_json(json.loads(context.cursor))

@@ -131,7 +131,8 @@ def providers_asset(media: MediaType) -> dg.AssetsDefinition:
             context.log.warning(f"{found.rows_without_provider:,} {media.name} rows have no provider")
         context.log.info(f"{len(found.providers)} providers, {len(new)} new: {', '.join(new) or '-'}")
         # The catalog watermark of each provider against the one its last raw extract recorded (its data version).
-        marks = catalog_watermarks(catalog.catalog_url(), media)
+        # require_prepared=False: this maintainer-run asset counts every row anyway (the sensors never scan)
+        marks = catalog_watermarks(catalog.catalog_url(), media, require_prepared=False)
         recorded = recorded_watermarks(context.instance, media)
         changed = {p: (recorded[p] != marks[p].token) if p in recorded else None for p in marks}
         by_provider, totals = provider_table(context.instance, media, found.providers, catalog_rows, changed)

@@ -172,6 +172,13 @@ class UpstreamCatalog:
             self.mark_sensitive(name, DEMO_TAKEDOWNS[name]["api_mature"], DEMO_EPOCH)
         return counts
 
+    def prepare(self) -> UpstreamCatalog:
+        """Run `prepare-catalog`'s indexes on the catalog (the only indexes a test may add)."""
+        from openverse_dataset.catalog.prepare import prepare_catalog
+
+        prepare_catalog(self.catalog_url)
+        return self
+
     # -- reading and configuring ----------------------------------------------------------------------------
     def scalar(self, sql: str, db: str = "catalog", **params) -> object:
         with (self.catalog if db == "catalog" else self.api).connect() as conn:
