@@ -3,7 +3,8 @@
 Shapes follow the real sample rows (`shared/data/openverse-sample/images.csv`): ~70% flickr and ~10% wikimedia,
 URL lengths ~50-80 characters (landing URLs without a scheme in some old rows), titles of 5-240 characters,
 3-10 tags in 60% of rows (some machine tags with accuracy), meta_data objects with license_url, dates and
-popularity. The table is the project's own SQLAlchemy definition, so the extract reads what production has.
+popularity. The tables are Openverse's own DDL (openverse_dataset_tests/upstream: `docker/upstream_db/*.sql`),
+with exactly production's indexes; callers add `prepare-catalog`'s indexes themselves when they want them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.schema import MEDIA_TABLES, create_catalog_tables
+from openverse_dataset_tests.upstream import CATALOG_DDL, apply_ddl
 
 # (provider, share) - the rest of the 1.0 is spread over the long tail below.
 PROVIDERS = [
@@ -120,14 +121,23 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 def populate(url: str, first: int, last: int, *, chunk: int = 1_000_000, log=print) -> None:
-    """Insert rows `first..last` (inclusive); secondary indexes are dropped during the load and rebuilt after."""
+    """Insert rows `first..last` (inclusive); secondary indexes are dropped during the load and rebuilt after.
+
+    Creates Openverse's catalog tables on first use; whatever indexes the table has (Openverse's, and any a
+    caller added) are rebuilt from their own definitions.
+    """
     engine = sa.create_engine(url)
-    create_catalog_tables(engine)
-    table = MEDIA_TABLES["image"]
+    if not sa.inspect(engine).has_table("image"):
+        apply_ddl(url, CATALOG_DDL)
     start = time.perf_counter()
     with engine.begin() as conn:
-        for idx in table.indexes:
-            conn.execute(sa.text(f'DROP INDEX IF EXISTS "{idx.name}"'))
+        indexes = conn.execute(
+            sa.text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'image' AND indexname <> 'image_pkey'"
+            )
+        ).all()
+        for name, _ in indexes:
+            conn.execute(sa.text(f'DROP INDEX IF EXISTS "{name}"'))
     for lo in range(first, last + 1, chunk):
         hi = min(lo + chunk - 1, last)
         with engine.begin() as conn:
@@ -135,8 +145,8 @@ def populate(url: str, first: int, last: int, *, chunk: int = 1_000_000, log=pri
         log(f"  inserted rows {lo:,}..{hi:,} ({time.perf_counter() - start:.0f}s)")
     with engine.begin() as conn:
         conn.execute(sa.text("SET maintenance_work_mem = '512MB'"))
-        for idx in table.indexes:
-            idx.create(conn, checkfirst=True)
+        for _, ddl in indexes:
+            conn.execute(sa.text(ddl))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM (FREEZE, ANALYZE) image"))
     engine.dispose()

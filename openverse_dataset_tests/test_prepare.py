@@ -102,12 +102,18 @@ def test_watermarks_match_a_plain_scan(upstream_catalog):
             }
         ],
     )
+    # one row stamped far in the future must not pin eol's watermark for good (connect.PG_SANE_TIMESTAMP)
+    cat.execute(
+        "update image set updated_on = '2999-01-01' where identifier = (select identifier from image "
+        "where provider = 'eol' order by identifier limit 1)"
+    )
     with cat.catalog.connect() as conn:
         want = {
             p: (u, d)
             for p, u, d in conn.execute(
                 sa.text(
-                    "select i.provider, max(i.updated_on), (select max(deleted_on) from deleted_image d "
+                    "select i.provider, max(i.updated_on) filter (where i.updated_on < '2100-01-01'), "
+                    "(select max(deleted_on) from deleted_image d "
                     "where d.provider = i.provider) from image i where i.provider is not null group by i.provider"
                 )
             )
