@@ -13,7 +13,7 @@ from functools import cache
 
 _BY6 = ("by", "by-nc", "by-nc-nd", "by-nc-sa", "by-nd", "by-sa")
 _RETIRED_JP = ("nc", "nc-sa", "nd", "nd-nc", "sa")
-_BY_10 = ("by", "by-nc", "by-nc-sa", "by-nd", "by-nd-nc", "by-sa")  # 1.0 used by-nd-nc for by-nc-nd
+_BY_10 = _BY6  # by-nc-nd 1.0 was published under the name by-nd-nc (see `_URL_SLUG`)
 _PORTS_30 = [
     "am",
     "au",
@@ -95,9 +95,9 @@ VERSIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "": (
             "by",
             "by-nc",
+            "by-nc-nd",
             "by-nc-sa",
             "by-nd",
-            "by-nd-nc",
             "by-sa",
             "nc",
             "nc-sa",
@@ -234,30 +234,39 @@ def normalize_version(raw: str | None) -> str | None:
 
 
 def is_valid(slug: str, version: str, jurisdiction: str = "") -> bool:
-    """Whether CC published `slug` at `version` for `jurisdiction` ("" = unported)."""
-    if slug == "by-nc-nd" and version == "1.0":
-        slug = "by-nd-nc"
+    """Whether CC published `slug` at `version` for `jurisdiction` ("" = unported). Test oracle: the clean
+    step reads the same table through `valid_keys`."""
     return slug in VERSIONS.get(version, {}).get(jurisdiction, ())
 
 
 @cache
 def valid_keys() -> frozenset[str]:
     """`slug|version|jurisdiction` for every combination that exists (used by the polars cleaning step)."""
-    keys = {f"{s}|{v}|{j}" for v, jurs in VERSIONS.items() for j, slugs in jurs.items() for s in slugs}
-    keys |= {f"by-nc-nd|1.0|{j}" for v, jurs in VERSIONS.items() if v == "1.0" for j in jurs if "by-nd-nc" in jurs[j]}
-    return frozenset(keys)
+    return frozenset(f"{s}|{v}|{j}" for v, jurs in VERSIONS.items() for j, slugs in jurs.items() for s in slugs)
+
+
+# Where a license's deed lives under creativecommons.org, when it is not `licenses/<slug>/`.
+_URL_PREFIX: dict[str, str] = {
+    "cc0": "publicdomain/zero",
+    "pdm": "publicdomain/mark",
+    "certification": "publicdomain/certification",
+}
+
+
+def _url_path(slug: str, version: str) -> str:
+    prefix = _URL_PREFIX.get(slug, f"licenses/{_URL_SLUG.get((slug, version), slug)}")
+    return f"{prefix}/{version}/"
+
+
+@cache
+def url_paths() -> dict[str, str]:
+    """`slug|version` -> deed path (`licenses/by-nd-nc/1.0/` for by-nc-nd 1.0), for every published pair."""
+    return {f"{s}|{v}": _url_path(s, v) for v, jurs in VERSIONS.items() for slugs in jurs.values() for s in slugs}
 
 
 def license_url(slug: str, version: str, jurisdiction: str = "") -> str:
-    """The deed URL Openverse builds when the catalog row has none."""
-    if slug == "cc0":
-        path = f"publicdomain/zero/{version}/"
-    elif slug == "pdm":
-        path = f"publicdomain/mark/{version}/"
-    elif slug == "certification":
-        path = f"publicdomain/certification/{version}/"
-    else:
-        path = f"licenses/{_URL_SLUG.get((slug, version), slug)}/{version}/"
+    """The deed URL Openverse builds when the catalog row has none (test oracle of the clean step's column)."""
+    path = url_paths().get(f"{slug}|{version}") or _url_path(slug, version)
     if jurisdiction:
         path += f"{jurisdiction}/"
     return f"https://creativecommons.org/{path}"
@@ -273,8 +282,12 @@ def full_name(slug: str, version: str | None, jurisdiction: str = "") -> str:
     return name
 
 
+# A deed URL as the catalog stores it: any case, `www.` or not, with or without the trailing slash, possibly
+# pointing at the legal code or a translated deed (`.../by/4.0/legalcode`, `.../deed.en`). The tail is cut
+# before parsing, so `legalcode` is never read as a jurisdiction.
+LICENSE_URL_TAIL_RE = re.compile(r"/(?:legalcode|deed)(?:\.[a-z_-]+)?/?$")
 LICENSE_URL_RE = re.compile(
-    r"^https?://creativecommons\.org/(?:licenses|publicdomain)/([a-z+-]+)/(\d\.\d)/(?:([a-z]+)/?)?$"
+    r"^https?://(?:www\.)?creativecommons\.org/(?:licenses|publicdomain)/([a-z+-]+)/(\d\.\d)/?(?:([a-z]+)/?)?$"
 )
 
 
@@ -282,7 +295,7 @@ def parse_license_url(url: str | None) -> tuple[str, str, str] | None:
     """(slug, version, jurisdiction) of a creativecommons.org deed URL, or None if it is not one."""
     if not url:
         return None
-    m = LICENSE_URL_RE.match(url.strip())
+    m = LICENSE_URL_RE.match(LICENSE_URL_TAIL_RE.sub("/", url.strip().lower()))
     if not m:
         return None
     return normalize_slug(m.group(1)) or "", m.group(2), m.group(3) or ""

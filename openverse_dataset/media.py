@@ -52,8 +52,11 @@ class MediaType:
     table: str  # upstream catalog table
     specific_columns: tuple[tuple[str, pa.DataType], ...]
     categories: frozenset[str]
-    filetypes: frozenset[str]
-    filetype_aliases: tuple[tuple[str, str], ...]
+    filetypes: frozenset[str]  # filetypes the catalog stores and the API serves for this media type
+    filetype_aliases: tuple[tuple[str, str], ...]  # stored spellings Openverse unifies (jpeg -> jpg)
+    # URL extension -> filetype, as the catalog derives it when a provider gives none
+    # (`catalog/dags/common/extensions.py`: Python's mimetypes plus Openverse's aliases; `.ogg` -> `oga`).
+    url_extensions: tuple[tuple[str, str], ...]
     integer_columns: tuple[str, ...]  # int columns where values >= 2**31-1 mean "missing"
     json_columns: tuple[str, ...]  # jsonb columns, extracted as JSON text
     repo_name: str  # the dataset repository's name on the Hub / under a local target
@@ -90,8 +93,14 @@ IMAGE = MediaType(
     table="image",
     specific_columns=(("width", pa.int64()), ("height", pa.int64())),
     categories=frozenset({"photograph", "digitized_artwork", "illustration"}),
-    filetypes=frozenset({"jpg", "png", "gif", "svg", "tiff", "webp", "bmp"}),
+    filetypes=frozenset({"jpg", "png", "gif", "svg", "tiff", "webp", "bmp", "djvu", "ico", "avif", "apng"}),
     filetype_aliases=(("jpeg", "jpg"), ("tif", "tiff")),
+    url_extensions=(
+        *((e, e) for e in ("apng", "avif", "bmp", "djvu", "gif", "ico", "jpg", "png", "svg", "tiff", "webp")),
+        ("jpeg", "jpg"),
+        ("jpe", "jpg"),
+        ("tif", "tiff"),
+    ),
     integer_columns=("width", "height", "filesize"),
     json_columns=("meta_data", "tags"),
     repo_name="openverse-images",
@@ -113,8 +122,16 @@ AUDIO = MediaType(
         ("audio_set_foreign_identifier", pa.string()),
     ),
     categories=frozenset({"audiobook", "music", "news", "podcast", "pronunciation", "sound_effect"}),
-    filetypes=frozenset({"mp3", "ogg", "oga", "opus", "wav", "flac", "aif", "aiff", "m4a", "mid", "midi"}),
-    filetype_aliases=(("aif", "aiff"), ("midi", "mid")),
+    filetypes=frozenset({"mp3", "ogg", "oga", "opus", "wav", "flac", "aif", "m4a", "mid", "m3u", "mka"}),
+    filetype_aliases=(("aiff", "aif"), ("midi", "mid")),
+    url_extensions=(
+        *((e, e) for e in ("aif", "flac", "m4a", "m3u", "mid", "mka", "mp3", "oga", "wav")),
+        ("aiff", "aif"),
+        ("aifc", "aif"),
+        ("midi", "mid"),
+        ("ogg", "oga"),
+        ("opus", "oga"),
+    ),
     integer_columns=("duration", "bit_rate", "sample_rate", "filesize", "set_position"),
     json_columns=("meta_data", "tags", "audio_set", "alt_files"),
     repo_name="openverse-audio",
@@ -139,14 +156,15 @@ COLUMN_DOCS: dict[str, str] = {
     "provider": "the institution or site Openverse ingested the work from (e.g. flickr, wikimedia)",
     "source": "the sub-collection of the provider the work belongs to (defaults to the provider)",
     "foreign_identifier": "the work's id at the provider",
-    "title": "title of the work as the provider gives it (may be null)",
-    "creator": "name of the creator as the provider gives it (may be null)",
+    "title": "title of the work as the provider gives it, HTML markup removed as the API does (may be null)",
+    "creator": "name of the creator as the provider gives it, HTML markup removed as the API does (may be null)",
     "creator_url": "link to the creator's page at the provider",
     "license": "license slug, lower case (by, by-sa, by-nd, by-nc, by-nc-sa, by-nc-nd, cc0, pdm, sampling+, "
     "nc-sampling+)",
     "license_version": "license version as Openverse writes it (4.0, 3.0, 2.5, 2.1, 2.0, 1.0)",
     "license_jurisdiction": "jurisdiction of a ported license (jp, fr, ...); empty for unported licenses",
-    "license_url": "the license deed; the catalog's own link when it names the same license",
+    "license_url": "the license link as Openverse's API serves it: the catalog's own (meta_data.license_url) as "
+    "stored, else the deed URL of the license",
     "attribution": "ready-to-use plain-text attribution, exactly as Openverse's API writes it",
     "foreign_landing_url": "the work's page at the provider (always with a scheme)",
     "url": "direct link to the media file at the provider",

@@ -107,8 +107,23 @@ for _m in MEDIA_TYPES.values():
         sa.Column("created_on", TS, nullable=False),
     )
 
+# The API's sources (Django model `ContentSource`): `filter_content` hides every work of a source from the API.
+# `provider_identifier` is the source key (`source` in the media tables), unique across media types.
+CONTENT_PROVIDER = sa.Table(
+    "content_provider",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_on", TS, nullable=False),
+    sa.Column("provider_identifier", sa.String(50), nullable=False, unique=True),
+    sa.Column("provider_name", sa.String(250), nullable=False),
+    sa.Column("domain_name", sa.String(500), nullable=False),
+    sa.Column("filter_content", sa.Boolean, nullable=False, default=False),
+    sa.Column("notes", sa.Text),
+    sa.Column("media_type", sa.String(80), nullable=False),
+)
+
 CATALOG_TABLES = [*MEDIA_TABLES.values(), *DELETED_TABLES.values()]
-API_TABLES = [*API_DELETED_TABLES.values(), *API_MATURE_TABLES.values()]
+API_TABLES = [*API_DELETED_TABLES.values(), *API_MATURE_TABLES.values(), CONTENT_PROVIDER]
 
 
 def create_catalog_tables(engine: sa.Engine) -> None:
@@ -117,5 +132,5 @@ def create_catalog_tables(engine: sa.Engine) -> None:
 
 
 def create_api_tables(engine: sa.Engine) -> None:
-    """Create the API database's takedown tables (idempotent)."""
+    """Create the API database's takedown tables and `content_provider` (idempotent)."""
     metadata.create_all(engine, tables=API_TABLES)

@@ -14,21 +14,10 @@ from openverse_dataset.defs.common import (
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource
 from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
-from openverse_dataset.transform.clean import REJECT_REASONS, REPAIRS
+from openverse_dataset.transform.clean import DERIVED, REJECT_REASONS, REPAIRS
 from openverse_dataset.transform.partition import clean_partition, clean_schema, reject_schema
 
 PREVIEW_COLUMNS = ["identifier", "title", "creator", "license", "license_version", "attribution"]
-
-# Columns the clean step derives, and the raw columns they come from (shown as column lineage in the UI).
-DERIVED = {
-    "license_url": ["license", "license_version", "meta_data"],
-    "attribution": ["title", "creator", "license", "license_version", "meta_data"],
-    "license_jurisdiction": ["meta_data"],
-    "license": ["license"],
-    "license_version": ["license_version", "meta_data"],
-    "filetype": ["filetype", "url"],
-    "tags": ["tags"],
-}
 
 
 def _lineage(media: MediaType) -> dg.TableColumnLineage:
@@ -112,6 +101,8 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 "repairs": sum(r.repairs.values()),
                 "tags_dropped": r.tags_dropped,
                 "rows_by_license": counts_table(r.by_license, "license"),
+                # Read by the takedown sensor: which partitions to re-clean when the API hides a source.
+                "rows_by_source": dg.MetadataValue.json(dict(sorted(r.by_source.items()))),
                 "bytes": r.bytes,
                 "seconds": round(r.seconds, 3),
                 "preview": preview_md(r.preview, PREVIEW_COLUMNS),

@@ -3,8 +3,9 @@
 - `<media>_stale_providers`: one watermark query for all providers; requests a refresh (raw -> clean) only for
   providers whose watermark differs from the one their last raw materialization recorded, and adds new
   providers as partitions in the same tick.
-- `<media>_takedowns`: sees new entries in `api_deleted<media>`, `api_mature<media>`, `deleted_<media>` and
-  re-cleans only the affected providers (with a fresh takedown snapshot), so the next release drops them.
+- `<media>_takedowns`: sees new entries in `api_deleted<media>`, `api_mature<media>`, `deleted_<media>`, and
+  sources newly hidden (or unhidden) in the API's `content_provider`, and re-cleans only the affected providers
+  (with a fresh takedown snapshot), so the next release drops them (or brings them back).
 - `openverse_automation`: Dagster's declarative automation (subsets -> card -> release follow clean), running
   by default in a fresh deployment.
 Downstream of clean, the assets' automation conditions take over.
@@ -18,8 +19,9 @@ import dagster as dg
 
 from openverse_dataset.catalog.prepare import MissingIndexes
 from openverse_dataset.catalog.providers import partition_key_problem
+from openverse_dataset.catalog.takedowns import hidden_sources
 from openverse_dataset.catalog.watermarks import TakedownMark, catalog_watermarks, takedown_mark, takedowns_since
-from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key, recorded_watermarks
+from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key, latest_partition_metadata, recorded_watermarks
 from openverse_dataset.defs.jobs import refresh_job_name
 from openverse_dataset.defs.resources import CatalogResource
 from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
@@ -104,26 +106,45 @@ def takedown_sensor(media: MediaType, apply_job) -> dg.SensorDefinition:
         except MissingIndexes as exc:  # never scan the catalog silently: say what is missing and what to run
             context.log.warning(str(exc))
             return dg.SensorResult(skip_reason=str(exc))
+        hidden = list(hidden_sources(api) or ())
+        state = json.loads(context.cursor) if context.cursor else {}
+        # A generation per change seen: run keys stay unique even when a source is hidden, unhidden, hidden again.
+        generation = int(state.pop("generation", 0))
+        cursor = json.dumps({**_mark_json(mark), "hidden_sources": hidden, "generation": generation + 1})
         if not context.cursor:  # first tick: the builds so far applied everything up to now
-            return dg.SensorResult(cursor=json.dumps(_mark_json(mark)), skip_reason="recorded the current mark")
-        previous = _mark_from_json(json.loads(context.cursor))
-        if previous.token == mark.token:
+            return dg.SensorResult(cursor=cursor, skip_reason="recorded the current mark")
+        flipped = set(hidden) ^ set(state.pop("hidden_sources", hidden))  # sources hidden or unhidden since
+        previous = _mark_from_json(state)
+        if previous.token == mark.token and not flipped:
             return dg.SensorResult(skip_reason="no new takedowns")
-        affected = takedowns_since(cat, api, media, previous, mark)
+        affected = takedowns_since(cat, api, media, previous, mark) if previous.token != mark.token else {}
         known = set(context.instance.get_dynamic_partitions(PROVIDER_PARTITIONS[media.name].name))
+        for provider in _providers_of_sources(context.instance, media, sorted(known), flipped):
+            affected.setdefault(provider, set()).update(f"source {s}" for s in flipped)
+        token = mark.token + (f"|changes={generation}" if flipped else "")
         runs = [
             dg.RunRequest(
                 partition_key=provider,
-                run_key=f"takedowns:{provider}@{mark.token}",
+                run_key=f"takedowns:{provider}@{token}",
                 tags={REFRESH_TAKEDOWNS_TAG: "true", "openverse/trigger": f"{len(ids)} new takedowns", **RETRIES},
             )
             for provider, ids in sorted(affected.items())
             if provider in known
         ]
         context.log.info(f"new takedowns affect {len(affected)} providers: {sorted(affected)}")
-        return dg.SensorResult(run_requests=runs, cursor=json.dumps(_mark_json(mark)))
+        return dg.SensorResult(run_requests=runs, cursor=cursor)
 
     return _sensor
+
+
+def _providers_of_sources(instance: dg.DagsterInstance, media: MediaType, known: list[str], sources: set[str]):
+    """Partitions holding any of `sources`: from the sources each partition's last clean recorded (no catalog
+    scan: the catalog has no index on source), and a provider named like the source."""
+    if not sources:
+        return []
+    meta = latest_partition_metadata(instance, key(media, "clean"), known)
+    by_source = {p: (m.get("rows_by_source").value if m.get("rows_by_source") else {}) for p, m in meta.items()}
+    return [p for p in known if p in sources or sources & set(by_source.get(p) or {})]
 
 
 def _mark_json(m: TakedownMark) -> dict:

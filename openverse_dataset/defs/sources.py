@@ -168,7 +168,8 @@ def takedowns_asset(media: MediaType) -> dg.AssetsDefinition:
         code_version="1",
         description=(
             f"Identifiers that must never be published: `{media.api_deleted_table}` (taken down), "
-            f"`{media.deleted_table}` (deleted from the catalog) and `{media.api_mature_table}` (sensitive). "
+            f"`{media.deleted_table}` (deleted from the catalog) and `{media.api_mature_table}` (sensitive), and "
+            "the sources the API hides (`content_provider.filter_content`, rejected as `source_hidden`). "
             "The clean step excludes them, and the release checks none slipped through."
         ),
     )
@@ -177,7 +178,12 @@ def takedowns_asset(media: MediaType) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         start = time.perf_counter()
         snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, data_dir.layout)
-        context.log.info(f"takedown snapshot: {snap.counts}")
+        context.log.info(f"takedown snapshot: {snap.counts}; hidden sources: {list(snap.hidden_sources)}")
+        if not snap.content_provider_found:
+            context.log.warning(
+                "the API database has no content_provider table: no source is treated as hidden "
+                "(point OPENVERSE_API_DB_URL at the API's database)"
+            )
         path = data_dir.layout.takedowns_file(media.name)
         return dg.MaterializeResult(
             metadata={
@@ -190,6 +196,8 @@ def takedowns_asset(media: MediaType) -> dg.AssetsDefinition:
                 ),
                 "by_reason": counts_table(snap.counts, "reason", TAKEDOWN_REASONS),
                 **{f"{k}_rows": v for k, v in snap.counts.items()},
+                "hidden_sources": len(snap.hidden_sources),
+                "hidden_source_names": ", ".join(snap.hidden_sources) or "(none)",
                 "bytes": path.stat().st_size if path.exists() else 0,
                 "seconds": round(time.perf_counter() - start, 3),
                 "path": dg.MetadataValue.path(str(path)),

@@ -14,7 +14,7 @@ from openverse_dataset import licenses as lic
 from openverse_dataset.media import COLUMN_DOCS, MediaType
 from openverse_dataset.release.changes import REASON_CLASSES, Changelog
 from openverse_dataset.release.subsets import SubsetStats
-from openverse_dataset.transform.clean import REJECT_REASONS, output_columns
+from openverse_dataset.transform.clean import REJECT_REASONS, cleaning_summary, output_columns
 
 SIZE_CATEGORIES = [
     (1_000, "n<1K"),
@@ -237,10 +237,7 @@ def render_card(
         lines += [
             "## How the data was cleaned",
             "",
-            "Openverse's own cleaning rules were applied: URLs given a scheme, tags filtered (no name, "
-            "machine tags under 0.90 accuracy, denylisted names), licenses normalised and checked against the "
-            "versions Creative Commons published, file types and categories normalised. Rows that could not "
-            "be published:",
+            cleaning_summary(),
             "",
             _table(
                 ["reason", "rows", "meaning"],

@@ -41,6 +41,7 @@ from openverse_dataset.layout import DataLayout
 from openverse_dataset.parquet import writer_options
 from openverse_dataset.publish.targets import Target
 from openverse_dataset.shards import REJECTS_GLOB, ShardRecords, shard_records
+from openverse_dataset.transform.clean import REMOVAL_CLASSES, reason_priority_sql, removal_class_sql
 
 INDEX_FORMAT = "i1"  # part of every segment's version: bump when the row hash or the segment schema changes
 INDEX_SCHEMA = pa.schema(
@@ -51,27 +52,14 @@ REMOVALS_SCHEMA = pa.schema(
         ("identifier", pa.string()),
         ("provider", pa.string()),
         ("license", pa.string()),  # the license it had in the previous release
-        ("reason", pa.string()),  # deleted | taken_down | removed_from_source | relicensed | rejected
+        ("reason", pa.string()),  # a REASON_CLASSES key (deleted, taken_down, source_hidden, ...)
         ("detail", pa.string()),  # the reject reason code, or the new license
         ("new_license", pa.string()),  # only for `relicensed`
     ]
 )
-REASON_CLASSES: dict[str, str] = {
-    "deleted": "deleted from the catalog (deleted_<media>, e.g. a dead link) or no longer in it",
-    "taken_down": "taken down or de-indexed by Openverse (api_deleted<media>, confirmed or provider-marked mature)",
-    "removed_from_source": "the provider removed the work (removed_from_source)",
-    "relicensed": "still published, but its license changed, so it left the configs of its old license",
-    "rejected": "no longer passes a cleaning rule (see `detail`)",
-}
-_REASON_SQL = """
-case
-  when r.reason in ('taken_down', 'mature', 'mature_by_provider') then 'taken_down'
-  when r.reason = 'deleted_in_catalog' then 'deleted'
-  when r.reason = 'removed_from_source' then 'removed_from_source'
-  when r.reason is null then 'deleted'
-  else 'rejected'
-end
-"""
+# The classes and the reason -> class mapping are the rule registry's (transform/clean.py `RULES`).
+REASON_CLASSES: dict[str, str] = REMOVAL_CLASSES
+_REASON_SQL = removal_class_sql("r.reason")
 
 
 @dataclass
@@ -419,8 +407,10 @@ def diff_indexes(
     gone = "select p.* from prev p anti join cur c using (identifier)"
     if reason_files:
         conn.execute(
-            "create or replace temp view reasons as select identifier, min(reason) as reason from "
-            f"read_parquet({_list(reason_files)}, union_by_name=true) "
+            # One reason per identifier, the one the clean step applies (taken_down before deleted_in_catalog).
+            "create or replace temp view reasons as select identifier, "
+            f"arg_min(reason, {reason_priority_sql('reason')}) as reason "
+            f"from read_parquet({_list(reason_files)}, union_by_name=true) "
             f"where identifier in (select identifier from ({gone})) group by identifier"
         )
     else:

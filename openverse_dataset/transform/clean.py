@@ -1,8 +1,10 @@
 """Openverse's cleaning rules as pure polars expressions over a raw partition.
 
-Every rule either repairs a value (and raises a `_fix_<rule>` flag, counted per batch) or names a reject reason
-(`_reject`); nothing is dropped silently. The first matching reason in `REJECT_REASONS` order wins, so a work
-that is both taken down and malformed is counted once, as taken down.
+Every rule is one declared unit in `RULES` (see `transform/rules.py`): it either repairs a value (and raises a
+`_fix_<rule>` flag, counted per batch) or names a reject reason (`_reject`); nothing is dropped silently. The
+first matching reject in priority order wins, so a work that is both taken down and malformed is counted once,
+as taken down. The aim is the data Openverse's API serves; where the dataset differs on purpose,
+docs/fidelity.md says so and why (Openverse's own tests, ported as data, are the judge).
 
 `clean_lazy` never opens a file or a database: the caller scans the raw shards and the takedown snapshot,
 streams the result in batches, and splits kept rows from rejects (see `run_clean`).
@@ -10,49 +12,20 @@ streams the result in batches, and splits kept rows from rejects (see `run_clean
 
 from __future__ import annotations
 
+import html
 import json
 import re
+from collections.abc import Sequence
+from html.parser import HTMLParser
 
 import polars as pl
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.media import MediaType
+from openverse_dataset.transform import rules as R
+from openverse_dataset.transform.rules import Rule, RuleContext
 
 INT_MISSING = 2_147_483_647  # integers at or over this are "missing" in the catalog
-
-# Reject reasons, in priority order, with what each means (the card and the UI show these texts).
-REJECT_REASONS: dict[str, str] = {
-    "taken_down": "listed in api_deleted<media>: de-indexed for good (deleted at source, takedown, sensitive)",
-    "deleted_in_catalog": "listed in deleted_<media>: moved out of the catalog (e.g. dead link)",
-    "mature": "listed in api_mature<media>: confirmed sensitive",
-    "mature_by_provider": "the provider marks the work as mature (meta_data.mature)",
-    "removed_from_source": "removed_from_source is true: the API never shows it as a live work",
-    "missing_url": "no media URL",
-    "invalid_url": "the media URL is not an http(s) URL with a host, even after adding a scheme",
-    "unknown_license": "the license slug is not a Creative Commons license or mark",
-    "license_not_served": "a retired license Openverse does not serve (sa, nc, nd, sampling, ...)",
-    "missing_license_version": "no license version, and none in meta_data.license_url",
-    "invalid_license_version": "a version that does not exist for the license (and no valid one in the URL)",
-    "duplicate": "a second row with the same (provider, foreign_identifier); the first by identifier is kept",
-}
-
-# Repairs, with what each does.
-REPAIRS: dict[str, str] = {
-    "url_scheme_added": "a URL without a scheme got https:// (foreign_landing_url, url, thumbnail, creator_url)",
-    "url_dropped": "a secondary URL that is not http(s) was set to null (thumbnail, creator_url, landing URL)",
-    "tags_unparseable": "tags that are not a JSON array of objects were set to null",
-    "tags_filtered": "tags dropped by Openverse's rules (no name, accuracy < 0.90, rekognition, denylist)",
-    "tag_unicode_repaired": "escaped byte sequences (\\xf1) in tag names decoded to characters",
-    "license_normalised": "license slug lower-cased, trimmed or an alias resolved (CC0 -> cc0, by-nd-nc)",
-    "license_version_normalised": "version written as Openverse does (4 -> 4.0)",
-    "license_version_corrected": "CC0/PDM exist only at 1.0: an impossible version was replaced",
-    "license_version_from_url": "an invalid version replaced by the one in meta_data.license_url",
-    "filetype_normalised": "filetype lower-cased or mapped (jpeg -> jpg, tif -> tiff)",
-    "filetype_from_url": "missing filetype taken from the URL's extension",
-    "filetype_dropped": "a filetype that is not a known media extension was set to null",
-    "category_dropped": "a category outside the media type's list was set to null",
-    "integer_out_of_range": "an integer at or over 2,147,483,647 (or negative) was set to null",
-}
 
 TAG = pl.Struct({"name": pl.String, "provider": pl.String, "accuracy": pl.Float64})
 TAGS = pl.List(TAG)
@@ -185,11 +158,82 @@ def _keep_tag() -> pl.Expr:
     )
 
 
+# --- markup (the API strips HTML from title and creator: api/api/utils/text.py) ------------------------------
+
+# A tag opened at the very end and never closed is still a tag once the value lands in a page.
+_OPEN_TAG_AT_END = re.compile(r"<(?=[A-Za-z/!?])[^>]*\Z")
+_MAYBE_MARKUP = r"[<&]"  # values without either are returned unchanged, so only these reach Python
+
+
+class _TextOnly(HTMLParser):
+    """Keeps the text between tags (character references decoded); tags, comments, declarations vanish."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _drop_tags(value: str) -> str:
+    while "<" in value and ">" in value:
+        parser = _TextOnly()
+        parser.feed(value)
+        parser.close()
+        text = "".join(parser.text)
+        if text == value:
+            break
+        value = text
+    return _OPEN_TAG_AT_END.sub("", value)
+
+
+def _unescape_all(value: str) -> str:
+    while (decoded := html.unescape(value)) != value:
+        value = decoded
+    return value
+
+
+def strip_markup(value: str | None) -> str | None:
+    """Title/creator text as Openverse's API serves it: HTML tags (literal or entity-encoded) removed.
+
+    Entities are decoded and tags dropped until the value is stable; a value with no markup comes back
+    exactly as stored (entities included), one with markup comes back with its whitespace collapsed.
+    """
+    if not value:
+        return value
+    decoded = _unescape_all(value)
+    plain = decoded
+    while (stripped := _drop_tags(html.unescape(plain))) != plain:
+        plain = stripped
+    return value if plain == decoded else " ".join(plain.split())
+
+
+def strip_markup_series(s: pl.Series) -> pl.Series:
+    """`strip_markup` over a column, calling Python only for the values that contain `<` or `&`."""
+    idx = s.str.contains(_MAYBE_MARKUP).fill_null(False).arg_true()
+    if idx.len() == 0:
+        return s
+    return s.clone().scatter(idx, [strip_markup(v) for v in s.gather(idx).to_list()])
+
+
+def _markup_free(col: str) -> pl.Expr:
+    return pl.col(col).map_batches(strip_markup_series, return_dtype=pl.String, is_elementwise=True).alias(col)
+
+
+# --- URLs (the API's add_protocol: api/api/utils/url.py) -----------------------------------------------------
+
+# A scheme has no dot: `example.com:8080/user` is a host with a port, and gets https:// like any URL without one.
+_SCHEME = r"^[A-Za-z][A-Za-z0-9+\-]*:"
+_VALID_URL = r"^(?i:https?)://[^\s/?#@]+\.[^\s/?#@]*[^\s/?#@.]"
+URL_COLUMNS = ("foreign_landing_url", "url", "thumbnail", "creator_url")
+
+
 def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     """(repaired URL or null, scheme added, valid) for one URL column."""
     s = pl.col(col).str.strip_chars()
     s = pl.when(s != "").then(s)
-    has_scheme = s.str.contains(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+    has_scheme = s.str.contains(_SCHEME)
     fixed = (
         pl.when(has_scheme)
         .then(s)
@@ -197,7 +241,7 @@ def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
         .then(pl.lit("https:") + s)
         .otherwise(pl.lit("https://") + s)
     )
-    valid = fixed.str.contains(r"^(?i:https?)://[^\s/?#@]+\.[^\s/?#@]*[^\s/?#@.]")
+    valid = fixed.str.contains(_VALID_URL)
     return fixed, s.is_not_null() & ~has_scheme, valid
 
 
@@ -213,21 +257,23 @@ def _int(col: str) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _filetype(media: MediaType) -> tuple[list[pl.Expr], list[pl.Expr]]:
-    """(first stage: the given and URL-derived filetypes; second stage: final value and repair flags)."""
-    aliases = dict(media.filetype_aliases)
-    given = pl.col("filetype").str.strip_chars().str.to_lowercase().replace(aliases)
-    ext = pl.col("url").str.extract(r"\.([A-Za-z0-9]{1,5})(?:[?#].*)?$").str.to_lowercase().replace(aliases)
+    """(first stage: the given and URL-derived filetypes; second stage: the final value).
+
+    A given filetype is kept when the catalog could store it for this media type (case and Openverse's
+    aliases unified); a missing one is read from the URL's extension as `catalog/dags/common/extensions.py`
+    does, only when the extension belongs to this media type.
+    """
+    given = pl.col("filetype").str.strip_chars().str.to_lowercase().replace(dict(media.filetype_aliases))
+    ext = (
+        pl.col("url")
+        .str.extract(r"\.([A-Za-z0-9]{1,5})(?:[?#].*)?$")
+        .str.to_lowercase()
+        .replace_strict(dict(media.url_extensions), default=None, return_dtype=pl.String)
+    )
     first = [pl.when(given != "").then(given).alias("_ft_given"), ext.alias("_ft_ext")]
-    given, ext, raw = pl.col("_ft_given"), pl.col("_ft_ext"), pl.col("filetype")
-    known = list(media.filetypes)
-    final = pl.when(given.is_in(known)).then(given).when(given.is_null() & ext.is_in(known)).then(ext)
-    second = [
-        final.alias("filetype"),
-        (given.is_in(known) & (given != raw)).fill_null(False).alias("_fix_filetype_normalised"),
-        (given.is_null() & ext.is_in(known)).fill_null(False).alias("_fix_filetype_from_url"),
-        (given.is_not_null() & ~given.is_in(known)).fill_null(False).alias("_fix_filetype_dropped"),
-    ]
-    return first, second
+    given, ext = pl.col("_ft_given"), pl.col("_ft_ext")
+    known = sorted(media.filetypes)
+    return first, [pl.when(given.is_in(known)).then(given).when(given.is_null()).then(ext).alias("filetype")]
 
 
 def _license_stages() -> list[list[pl.Expr]]:
@@ -236,18 +282,20 @@ def _license_stages() -> list[list[pl.Expr]]:
     Staged so each intermediate (JSON path lookups above all) is computed once per row: as one expression tree
     polars evaluated the shared parts several times over (2.0 s against 0.3 s per 200k rows).
     """
-    raw_slug = pl.col("license")
-    slug = raw_slug.str.strip_chars().str.to_lowercase()
+    slug = pl.col("license").str.strip_chars().str.to_lowercase()
     raw_ver = pl.col("license_version").str.strip_chars()
     first = [
         pl.when(slug != "").then(slug.replace(lic.ALIASES)).alias("_slug"),
         pl.when(raw_ver != "").then(raw_ver).alias("_raw_ver"),
-        pl.col("meta_data").str.json_path_match("$.license_url").str.strip_chars().alias("_meta_url"),
+        pl.col("meta_data").str.json_path_match("$.license_url").alias("_meta_url"),
     ]
     rv = pl.col("_raw_ver")
+    meta = pl.col("_meta_url").str.strip_chars().str.to_lowercase()
     second = [
         pl.when(rv.str.contains(r"^\d+$")).then(rv + ".0").otherwise(rv).alias("_ver_in"),
-        pl.col("_meta_url").str.extract_groups(lic.LICENSE_URL_RE.pattern).alias("_url_parts"),
+        meta.str.replace(lic.LICENSE_URL_TAIL_RE.pattern, "/")
+        .str.extract_groups(lic.LICENSE_URL_RE.pattern)
+        .alias("_url_parts"),
     ]
     parts = pl.col("_url_parts")
     third = [
@@ -262,7 +310,7 @@ def _license_stages() -> list[list[pl.Expr]]:
     fourth = [
         same_slug.alias("_same_slug"),
         pl.when(same_slug & (url_ver == ver)).then(url_jur).otherwise(pl.lit("")).alias("_row_jur"),
-        slug.is_in(["cc0", "pdm"]).fill_null(False).alias("_pd"),
+        slug.is_in([s for s, x in lic.LICENSES.items() if x.public_domain and x.served]).fill_null(False).alias("_pd"),
         slug.is_in(list(lic.LICENSES)).fill_null(False).alias("_known"),
         slug.is_in([s for s, x in lic.LICENSES.items() if x.served]).fill_null(False).alias("_served"),
     ]
@@ -274,42 +322,26 @@ def _license_stages() -> list[list[pl.Expr]]:
         valid(slug, ver, pl.col("_row_jur")).alias("_ok_row"),
         (pl.col("_same_slug") & valid(slug, url_ver, url_jur)).alias("_ok_url"),
     ]
-    pd, ok_row, ok_url, known = pl.col("_pd"), pl.col("_ok_row"), pl.col("_ok_url"), pl.col("_known")
-    final_ver = pl.when(pd).then(pl.lit("1.0")).when(ok_row).then(ver).when(ok_url).then(url_ver)
-    final_jur = pl.when(pd).then(pl.lit("")).when(ok_row).then(pl.col("_row_jur")).when(ok_url).then(url_jur)
-    reason = (
-        pl.when(~known)
-        .then(pl.lit("unknown_license"))
-        .when(~pl.col("_served"))
-        .then(pl.lit("license_not_served"))
-        .when(final_ver.is_null() & ver.is_null())
-        .then(pl.lit("missing_license_version"))
-        .when(final_ver.is_null())
-        .then(pl.lit("invalid_license_version"))
-    )
+    pd, ok_row, ok_url = pl.col("_pd"), pl.col("_ok_row"), pl.col("_ok_url")
     sixth = [
-        final_ver.alias("_ver"),
-        final_jur.alias("_jur"),
-        reason.alias("_license_reject"),
-        ((slug != raw_slug) & known).fill_null(False).alias("_fix_license_normalised"),
-        (ok_row & ~pd & (ver != rv)).fill_null(False).alias("_fix_license_version_normalised"),
-        (pd & known & (ver.is_null() | (ver != "1.0"))).fill_null(False).alias("_fix_license_version_corrected"),
-        (~pd & ~ok_row & ok_url).fill_null(False).alias("_fix_license_version_from_url"),
+        pl.when(pd).then(pl.lit("1.0")).when(ok_row).then(ver).when(ok_url).then(url_ver).alias("_ver"),
+        pl.when(pd).then(pl.lit("")).when(ok_row).then(pl.col("_row_jur")).when(ok_url).then(url_jur).alias("_jur"),
     ]
     return [first, second, third, fourth, fifth, sixth]
 
 
-def _license_url_and_attribution() -> list[pl.Expr]:
+def _served_license_url() -> pl.Expr:
+    """`license_url` as the API serves it (api/api/models/media.py): the catalog's meta_data.license_url as
+    stored when it has one, else the deed URL of the row's license."""
+    slug, ver, jur, stored = pl.col("_slug"), pl.col("_ver"), pl.col("_jur"), pl.col("_meta_url")
+    path = pl.concat_str([slug, ver], separator="|").replace_strict(lic.url_paths(), default=None)
+    built = pl.lit("https://creativecommons.org/") + path + pl.when(jur != "").then(jur + "/").otherwise(pl.lit(""))
+    return pl.when(stored.fill_null("") != "").then(stored).otherwise(built)
+
+
+def _attribution() -> pl.Expr:
+    """The API's plain-text attribution, from the markup-free title and creator and the served license_url."""
     slug, ver, jur = pl.col("_slug"), pl.col("_ver"), pl.col("_jur")
-    url_path_slug = pl.when((slug == "by-nc-nd") & (ver == "1.0")).then(pl.lit("by-nd-nc")).otherwise(slug)
-    built = pl.when(slug == "cc0").then(pl.lit("https://creativecommons.org/publicdomain/zero/") + ver + "/").when(
-        slug == "pdm"
-    ).then(pl.lit("https://creativecommons.org/publicdomain/mark/") + ver + "/").otherwise(
-        pl.concat_str([pl.lit("https://creativecommons.org/licenses/"), url_path_slug, pl.lit("/"), ver, pl.lit("/")])
-    ) + pl.when(jur != "").then(jur + "/").otherwise(pl.lit(""))
-    # Openverse's API prefers the catalog's own license_url when it names the same license.
-    consistent = (pl.col("_url_slug") == slug) & (pl.col("_url_ver") == ver) & (pl.col("_url_jur") == jur)
-    url = pl.when(consistent.fill_null(False)).then(pl.col("_meta_url")).otherwise(built)
     display = slug.replace_strict({s: x.display_name for s, x in lic.LICENSES.items()}, default=None)
     name = pl.concat_str([display, pl.lit(" "), ver]) + pl.when(jur != "").then(
         pl.lit(" ") + jur.str.to_uppercase()
@@ -325,13 +357,144 @@ def _license_url_and_attribution() -> list[pl.Expr]:
             pl.lit("To view ")
             + pl.when(is_pd).then(pl.lit("the terms")).otherwise(pl.lit("a copy of this license"))
             + ", visit "
-            + url
+            + pl.col("license_url")
             + ".",
         ],
         separator=" ",
     )
-    attribution = text.str.replace_all(r"\s{2,}", " ").str.strip_chars()
-    return [url.alias("license_url"), attribution.alias("attribution")]
+    return text.str.replace_all(r"\s{2,}", " ").str.strip_chars()
+
+
+def _category_given() -> pl.Expr:
+    return pl.col("_raw_category").str.strip_chars().str.to_lowercase()
+
+
+def _takedown_is(reason: str):
+    return lambda ctx: pl.col("_takedown") == reason
+
+
+# --- the rules -------------------------------------------------------------------------------------------
+
+_LICENSE_IN = ("license", "license_version", "meta_data")
+RULES: tuple[Rule, ...] = (
+    # Rejects, by priority: the first that matches is the row's reason.
+    Rule("taken_down", "reject", 10,
+         "listed in api_deleted<media>: de-indexed for good (deleted at source, takedown, sensitive)",
+         _takedown_is("taken_down"), removal="taken_down"),
+    Rule("deleted_in_catalog", "reject", 20,
+         "listed in deleted_<media>: moved out of the catalog (e.g. dead link)",
+         _takedown_is("deleted_in_catalog"), removal="deleted"),
+    Rule("mature", "reject", 30, "listed in api_mature<media>: confirmed sensitive",
+         _takedown_is("mature"), removal="taken_down"),
+    Rule("source_hidden", "reject", 40,
+         "its source is hidden in the API (content_provider.filter_content): the API serves none of its works",
+         lambda ctx: pl.coalesce("source", "provider").is_in(list(ctx.hidden_sources)), removal="source_hidden"),
+    Rule("mature_by_provider", "reject", 50, "the provider marks the work as mature (meta_data.mature)",
+         lambda ctx: pl.col("_mature_by_provider"), removal="taken_down"),
+    Rule("removed_from_source", "reject", 60, "removed_from_source is true: the API never shows it as a live work",
+         lambda ctx: pl.col("removed_from_source"), removal="removed_from_source"),
+    Rule("missing_url", "reject", 70, "no media URL",
+         lambda ctx: pl.col("_raw_url").str.strip_chars().fill_null("") == "", removal="rejected"),
+    Rule("invalid_url", "reject", 80,
+         "the media URL is not an http(s) URL with a host, even after adding a scheme",
+         lambda ctx: ~pl.col("_url_valid"), removal="rejected"),
+    Rule("unknown_license", "reject", 90, "the license slug is not a Creative Commons license or mark",
+         lambda ctx: ~pl.col("_known"), removal="rejected"),
+    Rule("license_not_served", "reject", 100,
+         "a retired license Openverse does not serve (sa, nc, nd, sampling, ...)",
+         lambda ctx: ~pl.col("_served"), removal="rejected"),
+    Rule("missing_license_version", "reject", 110, "no license version, and none in meta_data.license_url",
+         lambda ctx: pl.col("_ver").is_null() & pl.col("_ver_in").is_null(), removal="rejected"),
+    Rule("invalid_license_version", "reject", 120,
+         "a version that does not exist for the license (and no valid one in the URL)",
+         lambda ctx: pl.col("_ver").is_null(), removal="rejected"),
+    Rule("duplicate", "reject", 130,
+         "a second row with the same (provider, foreign_identifier); the first by identifier is kept",
+         None, removal="rejected"),
+    # Repairs: each raises its `_fix_<name>` flag.
+    Rule("url_scheme_added", "repair", 10,
+         "a URL without a scheme got https:// (foreign_landing_url, url, thumbnail, creator_url)",
+         lambda ctx: pl.col("_url_added"), derives={c: (c,) for c in URL_COLUMNS}),
+    Rule("url_dropped", "repair", 20,
+         "a secondary URL that is not http(s) was set to null (thumbnail, creator_url, landing URL)",
+         lambda ctx: pl.col("_url_dropped")),
+    Rule("markup_stripped", "repair", 25,
+         "HTML markup removed from title or creator, as the API serves them",
+         lambda ctx: (pl.col("title") != pl.col("_raw_title")) | (pl.col("creator") != pl.col("_raw_creator")),
+         derives={"title": ("title",), "creator": ("creator",)}),
+    Rule("tags_unparseable", "repair", 30, "tags that are not a JSON array of objects were set to null",
+         lambda ctx: pl.col("_decoded").struct.field("malformed")),
+    Rule("tags_filtered", "repair", 40,
+         "tags dropped by Openverse's rules (no name, accuracy < 0.90, rekognition, denylist)",
+         lambda ctx: pl.col("_tags_dropped") > 0, derives={"tags": ("tags",)}),
+    Rule("tag_unicode_repaired", "repair", 50,
+         "escaped byte sequences (\\xf1) in tag names decoded to characters",
+         lambda ctx: pl.col("_decoded").struct.field("unicode")),
+    Rule("license_normalised", "repair", 60,
+         "license slug lower-cased, trimmed or an alias resolved (CC0 -> cc0, by-nd-nc)",
+         lambda ctx: (pl.col("_slug") != pl.col("_raw_license")) & pl.col("_known"), derives={"license": ("license",)}),
+    Rule("license_version_normalised", "repair", 70, "version written as Openverse does (4 -> 4.0)",
+         lambda ctx: pl.col("_ok_row") & ~pl.col("_pd") & (pl.col("_ver_in") != pl.col("_raw_ver")),
+         derives={"license_version": ("license_version",)}),
+    Rule("license_version_corrected", "repair", 80,
+         "CC0/PDM exist only at 1.0: an impossible version was replaced",
+         lambda ctx: pl.col("_pd") & (pl.col("_ver_in").is_null() | (pl.col("_ver_in") != "1.0")),
+         derives={"license_version": ("license", "license_version")}),
+    Rule("license_version_from_url", "repair", 90,
+         "an invalid version replaced by the one in meta_data.license_url",
+         lambda ctx: ~pl.col("_pd") & ~pl.col("_ok_row") & pl.col("_ok_url"),
+         derives={"license_version": ("meta_data",), "license_jurisdiction": ("meta_data",)}),
+    Rule("license_url_built", "repair", 95,
+         "no meta_data.license_url: the deed URL was built from license and version, as the API does",
+         lambda ctx: pl.col("_meta_url").fill_null("") == "", derives={"license_url": _LICENSE_IN}),
+    Rule("filetype_normalised", "repair", 100,
+         "filetype lower-cased or unified as Openverse does (jpeg -> jpg, tif -> tiff, aiff -> aif)",
+         lambda ctx: pl.col("_ft_given").is_in(sorted(ctx.media.filetypes))
+         & (pl.col("_ft_given") != pl.col("_raw_filetype")),
+         derives={"filetype": ("filetype",)}),
+    Rule("filetype_from_url", "repair", 110,
+         "missing filetype taken from the URL's extension (catalog/dags/common/extensions.py)",
+         lambda ctx: pl.col("_ft_given").is_null() & pl.col("_ft_ext").is_not_null(),
+         derives={"filetype": ("filetype", "url")}),
+    Rule("filetype_dropped", "repair", 120,
+         "a filetype the catalog cannot store for this media type was set to null",
+         lambda ctx: pl.col("_ft_given").is_not_null() & ~pl.col("_ft_given").is_in(sorted(ctx.media.filetypes))),
+    Rule("category_dropped", "repair", 130, "a category outside the media type's list was set to null",
+         lambda ctx: (_category_given() != "") & ~_category_given().is_in(sorted(ctx.media.categories)),
+         derives={"category": ("category",)}),
+    Rule("integer_out_of_range", "repair", 140,
+         "an integer at or over 2,147,483,647 (or negative) was set to null",
+         lambda ctx: pl.col("_int_bad")),
+    # Derivations every kept row gets.
+    Rule("attribution", "derive", 10,
+         "the API's attribution text, from the markup-free title and creator and the served license_url",
+         derives={"attribution": ("title", "creator", *_LICENSE_IN)}),
+)  # fmt: skip
+
+REJECT_REASONS: dict[str, str] = R.reason_table(RULES)
+REPAIRS: dict[str, str] = R.repair_table(RULES)
+REMOVAL_CLASSES: dict[str, str] = R.REMOVAL_CLASSES
+DERIVED: dict[str, list[str]] = R.lineage(RULES)
+FIX_COLUMNS = [f"_fix_{k}" for k in REPAIRS]
+
+
+def removal_class_sql(column: str) -> str:
+    """SQL mapping a reject reason to its removal class (removals.parquet's `reason`)."""
+    return R.removal_class_sql(RULES, column)
+
+
+def reason_priority_sql(column: str) -> str:
+    """SQL giving a reject reason's priority, to pick one reason per identifier the way the clean step does."""
+    return R.priority_sql(RULES, column)
+
+
+def cleaning_summary() -> str:
+    """The card's sentence on cleaning, from the repair rules."""
+    return (
+        "Openverse's own cleaning rules were applied, so each row is what Openverse's API serves for the work: "
+        + "; ".join(m.split(" (")[0] for m in REPAIRS.values())
+        + ". Rows that could not be published:"
+    )
 
 
 def output_columns(media: MediaType) -> list[str]:
@@ -368,30 +531,43 @@ def output_columns(media: MediaType) -> list[str]:
     ]
 
 
-def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, dedupe: bool = True) -> pl.LazyFrame:
+def one_reason_per_work(takedowns: pl.LazyFrame) -> pl.LazyFrame:
+    """One (identifier, reason) per work: the reason of highest priority (taken_down before deleted_in_catalog)."""
+    priority = {r.name: r.priority for r in R.rejects(RULES)}
+    rank = pl.col("reason").replace_strict(priority, default=1_000_000, return_dtype=pl.Int32)
+    return takedowns.sort(rank, maintain_order=True).unique("identifier", keep="first", maintain_order=True)
+
+
+def clean_lazy(
+    raw: pl.LazyFrame,
+    media: MediaType,
+    takedowns: pl.LazyFrame,
+    *,
+    dedupe: bool = True,
+    hidden_sources: Sequence[str] = (),
+) -> pl.LazyFrame:
     """Apply every rule to a raw partition.
 
-    `takedowns` has columns (identifier, reason) with reason in taken_down/deleted_in_catalog/mature.
-    The result has the output columns plus `_reject` (null for kept rows) and `_fix_*` flags. With
-    `dedupe=False` the caller removes duplicates of (provider, foreign_identifier) itself (the chunked clean
-    step does it across chunks, see `transform/partition.py`).
+    `takedowns` has columns (identifier, reason) with reason in taken_down/deleted_in_catalog/mature;
+    `hidden_sources` are the sources the API hides (content_provider.filter_content). The result has the
+    output columns plus `_reject` (null for kept rows) and `_fix_*` flags. With `dedupe=False` the caller
+    removes duplicates of (provider, foreign_identifier) itself (the chunked clean step does it across chunks,
+    see `transform/partition.py`).
     """
-    url_cols = ["foreign_landing_url", "url", "thumbnail", "creator_url"]
+    ctx = RuleContext(media=media, hidden_sources=tuple(sorted(hidden_sources)))
     lf = raw.join(
-        takedowns.rename({"reason": "_takedown"}).unique("identifier", keep="first", maintain_order=True),
+        one_reason_per_work(takedowns).rename({"reason": "_takedown"}),
         on="identifier",
         how="left",
         maintain_order="left",
     )
     exprs: list[pl.Expr] = []
     scheme_flags, dropped_flags = [], []
-    url_valid = None
-    for col in url_cols:
+    for col in URL_COLUMNS:
         fixed, added, valid = _url(col)
         scheme_flags.append(added.fill_null(False))
         if col == "url":
-            exprs.append(fixed.alias(col))
-            url_valid = valid
+            exprs += [fixed.alias(col), valid.fill_null(False).alias("_url_valid")]
         else:
             exprs.append(pl.when(valid).then(fixed).alias(col))
             dropped_flags.append((fixed.is_not_null() & ~valid).fill_null(False))
@@ -405,19 +581,16 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, 
     cat = pl.col("category").str.strip_chars().str.to_lowercase()
     exprs += [
         *ft_first,
-        pl.when(cat.is_in(list(media.categories))).then(cat).alias("category"),
+        pl.when(cat.is_in(sorted(media.categories))).then(cat).alias("category"),
         pl.col("tags").map_batches(decode_tags, return_dtype=_DECODED, is_elementwise=True).alias("_decoded"),
-        pl.col("url").alias("_raw_url"),
-        pl.col("license").alias("_raw_license"),
-        pl.col("license_version").alias("_raw_license_version"),
-        ((pl.col("url").str.strip_chars().fill_null("")) == "").alias("_url_missing"),
-        url_valid.fill_null(False).alias("_url_valid"),
-        pl.any_horizontal(scheme_flags).alias("_fix_url_scheme_added"),
-        pl.any_horizontal(dropped_flags).alias("_fix_url_dropped"),
-        pl.any_horizontal(int_flags).alias("_fix_integer_out_of_range"),
-        (cat.is_not_null() & (cat != "") & ~cat.is_in(list(media.categories)))
-        .fill_null(False)
-        .alias("_fix_category_dropped"),
+        _markup_free("title"),
+        _markup_free("creator"),
+        *(pl.col(c).alias(f"_raw_{c}") for c in ("url", "license", "license_version", "title", "creator")),
+        pl.col("filetype").alias("_raw_filetype"),
+        pl.col("category").alias("_raw_category"),
+        pl.any_horizontal(scheme_flags).alias("_url_added"),
+        pl.any_horizontal(dropped_flags).alias("_url_dropped"),
+        pl.any_horizontal(int_flags).alias("_int_bad"),
         # Parsed only where the key can be: a JSON path on every row cost ~1 s per million rows.
         (_where_key("meta_data", "mature").str.json_path_match("$.mature").str.to_lowercase() == "true")
         .fill_null(False)
@@ -433,25 +606,12 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, 
     kept = decoded.list.eval(pl.element().filter(_keep_tag()))
     lf = lf.with_columns(
         pl.when(kept.list.len() > 0).then(kept).alias("tags"),
-        pl.col("_decoded").struct.field("malformed").alias("_fix_tags_unparseable"),
-        pl.col("_decoded").struct.field("unicode").alias("_fix_tag_unicode_repaired"),
         (decoded.list.len() - kept.list.len()).fill_null(0).alias("_tags_dropped"),
-    ).with_columns((pl.col("_tags_dropped") > 0).alias("_fix_tags_filtered"))
-
-    reject = (
-        pl.when(pl.col("_takedown").is_not_null())
-        .then(pl.col("_takedown"))
-        .when(pl.col("_mature_by_provider"))
-        .then(pl.lit("mature_by_provider"))
-        .when(pl.col("removed_from_source").fill_null(False))
-        .then(pl.lit("removed_from_source"))
-        .when(pl.col("_url_missing"))
-        .then(pl.lit("missing_url"))
-        .when(~pl.col("_url_valid"))
-        .then(pl.lit("invalid_url"))
-        .otherwise(pl.col("_license_reject"))
     )
-    lf = lf.with_columns(reject.alias("_reject"))
+    lf = lf.with_columns(
+        *(r.when(ctx).fill_null(False).alias(f"_fix_{r.name}") for r in R.repairs(RULES)),
+        R.reject_expr(RULES, ctx).alias("_reject"),
+    )
     if dedupe:
         # Dedupe among rows that survived every other rule; null keys (no foreign_identifier) never collide.
         key = pl.when(pl.col("_reject").is_null() & pl.col("foreign_identifier").is_not_null()).then(
@@ -463,14 +623,17 @@ def clean_lazy(raw: pl.LazyFrame, media: MediaType, takedowns: pl.LazyFrame, *, 
             .otherwise(pl.col("_reject"))
             .alias("_reject")
         )
-    return lf.with_columns(_license_url_and_attribution()).with_columns(
-        pl.col("_slug").alias("license"),
-        pl.col("_ver").alias("license_version"),
-        pl.col("_jur").alias("license_jurisdiction"),
+    return (
+        lf.with_columns(_served_license_url().alias("license_url"))
+        .with_columns(_attribution().alias("attribution"))
+        .with_columns(
+            pl.col("_slug").alias("license"),
+            pl.col("_ver").alias("license_version"),
+            pl.col("_jur").alias("license_jurisdiction"),
+        )
     )
 
 
-FIX_COLUMNS = [f"_fix_{k}" for k in REPAIRS]
 REJECT_COLUMNS = [
     "identifier",
     "provider",
@@ -485,17 +648,21 @@ REJECT_COLUMNS = [
 ]
 
 
-def reject_frame(df: pl.DataFrame) -> pl.DataFrame:
-    """The exclusion output for rejected rows: who, why, and the raw values the rules looked at."""
+def reject_frame(df: pl.DataFrame, reason: str | None = None) -> pl.DataFrame:
+    """The exclusion output for rejected rows: who, why, and the raw values the rules looked at.
+
+    The one projection of a reject row: the cross-chunk dedupe re-cleans its duplicates' raw rows and passes
+    `reason="duplicate"`, so its rejects carry raw values like every other.
+    """
     return df.select(
         "identifier",
         "provider",
         "source",
         "foreign_identifier",
-        pl.col("_reject").alias("reason"),
+        (pl.lit(reason, dtype=pl.String) if reason else pl.col("_reject")).alias("reason"),
         pl.col("_raw_license").alias("raw_license"),
         pl.col("_raw_license_version").alias("raw_license_version"),
         pl.col("_raw_url").alias("raw_url"),
-        "title",
+        pl.col("_raw_title").alias("title"),
         "updated_on",
     )

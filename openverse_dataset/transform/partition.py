@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from openverse_dataset import licenses as lic
+from openverse_dataset.catalog.takedowns import read_hidden_sources
 from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dirs
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
@@ -40,6 +41,7 @@ from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
     REJECT_COLUMNS,
     clean_lazy,
+    one_reason_per_work,
     output_columns,
     reject_frame,
 )
@@ -68,6 +70,7 @@ class CleanResult:
     repairs: Counter = field(default_factory=Counter)
     tags_dropped: int = 0
     by_license: Counter = field(default_factory=Counter)
+    by_source: Counter = field(default_factory=Counter)  # rows in, per source: which sources live in this partition
     shards: dict[str, list[ShardInfo]] = field(default_factory=dict)
     preview: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -104,7 +107,7 @@ def _takedown_frame(path: Path | None) -> pl.DataFrame:
     if path is None or not path.exists():
         return pl.DataFrame(schema=TAKEDOWN_SCHEMA)
     tk = pl.read_parquet(path).select(list(TAKEDOWN_SCHEMA))
-    return tk.unique("identifier", keep="first", maintain_order=True).sort("identifier")
+    return one_reason_per_work(tk.lazy()).collect().sort("identifier")
 
 
 def _raw_batches(files: list[Path], media: MediaType, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -178,8 +181,23 @@ class _Spool:
         self.path.unlink(missing_ok=True)
 
 
+def _duplicate_rejects(raw_files: list[Path], media: MediaType, ids: pa.Array, rej_schema: pa.Schema) -> pa.Table:
+    """Reject rows for the duplicates, projected from their raw rows by `reject_frame` like every other reject."""
+    parts = [pq.read_table(f, filters=pc.field("identifier").isin(ids)).cast(media.raw_schema) for f in raw_files]
+    raw = pl.from_arrow(pa.concat_tables(parts)) if parts else pl.DataFrame(schema=pl.Schema(media.raw_schema))
+    cleaned = clean_lazy(raw.lazy(), media, pl.LazyFrame(schema=TAKEDOWN_SCHEMA), dedupe=False).collect()
+    out = reject_frame(cleaned, reason="duplicate").sort("identifier")
+    return out.to_arrow(compat_level=ARROW_COMPAT).cast(rej_schema)
+
+
 def _drop_duplicates(
-    staging: Path, result: CleanResult, rejects: ShardWriter, rej_schema: pa.Schema, new_writer
+    staging: Path,
+    result: CleanResult,
+    rejects: ShardWriter,
+    rej_schema: pa.Schema,
+    new_writer,
+    raw_files: list[Path],
+    media: MediaType,
 ) -> None:
     """Reject all but the first (by identifier) of rows sharing (provider, foreign_identifier), across chunks.
 
@@ -234,15 +252,6 @@ def _drop_duplicates(
                     result.kept -= dropped.height
                     result.by_license[slug] -= dropped.height
                     result.rejected["duplicate"] += dropped.height
-                    rejects.write(
-                        dropped.select(
-                            "identifier", "provider", "source", "foreign_identifier",
-                            pl.lit("duplicate").alias("reason"),
-                            pl.col("license").alias("raw_license"),
-                            pl.col("license_version").alias("raw_license_version"),
-                            pl.col("url").alias("raw_url"), "title", "updated_on",
-                        ).to_arrow(compat_level=ARROW_COMPAT).cast(rej_schema)
-                    )  # fmt: skip
         result.shards[folder.name] = writer.close()
         shutil.rmtree(folder)
         if result.shards[folder.name]:
@@ -250,6 +259,7 @@ def _drop_duplicates(
         else:
             del result.shards[folder.name]
     shutil.rmtree(staging / ".dedupe", ignore_errors=True)
+    rejects.write(_duplicate_rejects(raw_files, media, gone, rej_schema))
     result.by_license = Counter({k: v for k, v in result.by_license.items() if v})
     dup_set = set(dups)
     result.preview = [r for r in result.preview if r["identifier"] not in dup_set]
@@ -276,6 +286,7 @@ def clean_partition(
     rej_schema = reject_schema(media)
     tk = _takedown_frame(takedowns)
     tk_ids = tk["identifier"]
+    hidden = read_hidden_sources(takedowns)  # the API's hidden sources, recorded with the takedown snapshot
 
     clean_staging = layout.staging_dir(f"clean-{media.name}")
     rej_staging = layout.staging_dir(f"rejects-{media.name}")
@@ -296,8 +307,11 @@ def clean_partition(
             # Raw shards are in identifier order: the takedowns that can match this chunk are one slice.
             lo, hi = chunk["identifier"][0], chunk["identifier"][-1]
             i, j = tk_ids.search_sorted(lo, side="left"), tk_ids.search_sorted(hi, side="right")
-            batch = clean_lazy(chunk.lazy(), media, tk.slice(i, j - i).lazy(), dedupe=False).collect()
+            batch = clean_lazy(
+                chunk.lazy(), media, tk.slice(i, j - i).lazy(), dedupe=False, hidden_sources=hidden
+            ).collect()
             result.rows_in += batch.height
+            result.by_source.update(dict(batch["source"].fill_null(provider).value_counts().iter_rows()))
             fixes = batch.select([pl.col(c).sum() for c in FIX_COLUMNS] + [pl.col("_tags_dropped").sum()]).row(0)
             for name, n in zip([*FIX_COLUMNS, "_tags_dropped"], fixes, strict=True):
                 if name == "_tags_dropped":
@@ -336,7 +350,7 @@ def clean_partition(
         with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="clean-writer") as pool:
             for folder, shards in zip(sorted(spools), pool.map(write_folder, sorted(spools)), strict=True):
                 result.shards[folder] = shards
-        _drop_duplicates(clean_staging, result, rejects, rej_schema, new_writer)
+        _drop_duplicates(clean_staging, result, rejects, rej_schema, new_writer, raw_files, media)
         rejects.close()
         record_shards(clean_staging)  # each shard's sha256, once: releases read it instead of re-hashing
         record_shards(rej_staging, REJECTS_GLOB)
