@@ -197,6 +197,10 @@ class DataLayout:
     def demo_catalog(self) -> Path:
         return self._inside("demo-catalog.sqlite")
 
+    def log_file(self, name: str) -> Path:
+        """Details of one CLI command's failures (tracebacks, Dagster's errors), named by command and time."""
+        return self._inside("logs", f"{segment(name)}.log")
+
     def local_repo_dir(self, target_root: Path, repo_name: str) -> Path:
         """A dataset repository folder under a local publish target (which may be outside the data dir)."""
         base = Path(target_root).resolve()

@@ -15,6 +15,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openverse_dataset import progress
+
 DEFAULT_ROW_GROUP_ROWS = 100_000
 DEFAULT_SHARD_BYTES = 384 * 1024 * 1024
 
@@ -165,9 +167,12 @@ def write_batches(folder: Path, schema: pa.Schema, batches: Iterable[pa.RecordBa
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Content hash of a file, streamed."""
+    """Content hash of a file, streamed (reported as `hashing` progress: the CLI shows files and bytes)."""
     h = hashlib.sha256()
+    size = 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+            size += len(block)
+    progress.report(progress.HASHING, files=1, nbytes=size)
     return h.hexdigest()

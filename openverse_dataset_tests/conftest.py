@@ -101,3 +101,15 @@ def upstream_catalog() -> Iterator[UpstreamCatalog]:
             yield cat
         finally:
             cat.dispose()
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's standalone S3 server on a free loopback port (boto3 reaches it via endpoint_url / AWS_ENDPOINT_URL)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

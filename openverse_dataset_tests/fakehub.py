@@ -14,9 +14,12 @@ import base64
 import hashlib
 import json
 import re
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2
 import yaml
@@ -92,6 +95,10 @@ class FakeHub:
     faults: list[Fault] = field(default_factory=list)
     uploads: list[tuple[str, int]] = field(default_factory=list)  # (sha256, bytes) per LFS PUT
     commits_made: int = 0
+    # whoami: the token's owner, their organisations (name -> role) and the token's role (read/write/fineGrained)
+    user: str = "user"
+    orgs: dict[str, str] = field(default_factory=dict)
+    token_role: str = "write"
 
     # -- wiring ------------------------------------------------------------------------------------------------
     def client(self) -> httpx2.Client:
@@ -119,6 +126,7 @@ class FakeHub:
         if self.token and auth != f"Bearer {self.token}" and request.method != "GET":
             return _err(401, "Invalid credentials", code="Unauthorized")
         routes: list[tuple[str, str, Callable]] = [
+            ("GET", r"/api/whoami-v2", self._whoami),
             ("POST", r"/api/repos/create", self._create),
             ("POST", r"/api/validate-yaml", self._validate),
             ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>[^/]+)", self._info),
@@ -186,6 +194,19 @@ class FakeHub:
         return repo.commit(files)
 
     # -- endpoints ---------------------------------------------------------------------------------------------
+    def _whoami(self, request: httpx2.Request) -> httpx2.Response:
+        auth = request.headers.get("authorization")
+        if not auth or (self.token and auth != f"Bearer {self.token}"):
+            return _err(401, "Invalid credentials in Authorization header", code="Unauthorized")
+        return _json(
+            {
+                "type": "user",
+                "name": self.user,
+                "orgs": [{"name": n, "roleInOrg": r} for n, r in sorted(self.orgs.items())],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": self.token_role}},
+            }
+        )
+
     def _create(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
         if body.get("type") != "dataset":
@@ -370,3 +391,42 @@ def _err(status: int, message: str, *, code: str | None = None, headers: dict | 
     if code:
         h["X-Error-Code"] = code
     return httpx2.Response(status, json={"error": message}, headers=h)
+
+
+@contextmanager
+def serve(hub: FakeHub) -> Iterator[str]:
+    """Serve `hub` over HTTP on a free loopback port (for a CLI in a subprocess); yields its endpoint URL.
+
+    Requests are handed to `FakeHub.handle` as if sent to https://hub.test, so faults and records work as in
+    process; the server thread is stopped on exit.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            req = httpx2.Request(self.command, f"{ENDPOINT}{self.path}", headers=headers, content=body)
+            resp = hub.handle(req)
+            data = resp.read()
+            self.send_response(resp.status_code)
+            for k, v in resp.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(k, v)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _any
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from dagster_aws.s3 import S3Resource
-from moto.server import ThreadedMotoServer
 
 from openverse_dataset.defs.dumps import s3_dump_asset
 from openverse_dataset.defs.resources import DataDirResource
@@ -23,15 +22,6 @@ from openverse_dataset.publish.s3 import dump_files, upload_dump
 
 BUCKET = "openverse-dumps"
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

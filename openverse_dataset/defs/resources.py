@@ -53,7 +53,8 @@ class CatalogResource(dg.ConfigurableResource):
     def catalog_url(self) -> str:
         """The catalog's SQLAlchemy URL (seeds the demo catalog on first use)."""
         if self.url:
-            return self.url
+            # an EnvVar not yet resolved by Dagster (a resource used outside a run) names its variable: read it
+            return self.url.get_value() or "" if isinstance(self.url, dg.EnvVar) else self.url
         path = DataLayout(Path(self.data_dir)).demo_catalog()
         url = f"sqlite:///{path}"
         if not path.exists():
@@ -69,6 +70,8 @@ class CatalogResource(dg.ConfigurableResource):
 
     def takedown_url(self) -> str:
         """Where the api_* takedown tables live (defaults to the catalog)."""
+        if isinstance(self.api_url, dg.EnvVar):
+            return self.api_url.get_value() or self.catalog_url()
         return self.api_url or self.catalog_url()
 
     def display(self) -> str:

@@ -32,6 +32,7 @@ import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+from openverse_dataset import progress
 from openverse_dataset.publish.plan import Plan, git_blob_id, make_plan
 from openverse_dataset.release.tree import CARD, REMOVALS, TreeFile
 
@@ -219,6 +220,7 @@ class HubPublisher:
         if card is not None and CARD in plan.upload_files and hasattr(self.api, "_validate_yaml"):
             # fail on a bad card before sending any byte (create_commit would only check it after uploads)
             self._call("validate card", self.api._validate_yaml, Path(card.source).read_text(), repo_type=REPO_TYPE)
+        progress.report(progress.UPLOADING, total_files=len(adds), total_bytes=plan.upload_bytes)
         for i in range(0, len(adds), UPLOAD_BATCH_FILES):
             batch = adds[i : i + UPLOAD_BATCH_FILES]
             self._call(
@@ -230,6 +232,8 @@ class HubPublisher:
                 revision="main",
             )
             result.upload_calls += 1
+            sent = sum(by_path[a.path_in_repo].size for a in batch)
+            progress.report(progress.UPLOADING, files=len(batch), nbytes=sent)
             done = min(i + UPLOAD_BATCH_FILES, len(adds))
             log.info("uploaded %d/%d changed files of %s", done, len(adds), self.repo_id)
         ops = [*adds, *(CommitOperationDelete(path_in_repo=p) for p in plan.delete)]
@@ -324,3 +328,55 @@ def publish_hub(
         if tok and tok in str(exc):  # never seen from huggingface_hub, but a token must not reach a log
             raise RuntimeError(redact(str(exc), tok)) from None
         raise
+
+
+WRITE_ROLES = frozenset({"write", "admin", "contributor"})
+
+
+def hub_access_problems(namespace: str, api: HfApi | None = None) -> list[str]:
+    """Whether the Hub answers, HF_TOKEN is valid, and it may write to `namespace` (one `whoami` call).
+
+    One line per problem, `<what>; <fix>`, the token never in it. For `doctor` and for failing before a publish.
+    """
+    try:
+        token = hub_token()
+    except HubConfigError as exc:
+        return [f"{exc}; set HF_TOKEN"]
+    api = api or make_api(token)
+    try:
+        me = api.whoami()
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401:
+            return ["the Hub rejected HF_TOKEN (HTTP 401: invalid or expired); set HF_TOKEN to a valid write token"]
+        return [f"the Hub at {api.endpoint} answered HTTP {status}; check HF_ENDPOINT or retry later"]
+    except Exception as exc:  # transport errors: DNS, refused, timeout, offline mode
+        cause = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, token)[:200]
+        return [f"the Hub at {api.endpoint} is unreachable ({cause}); check HF_ENDPOINT and the network"]
+    return _write_problems(me, namespace)
+
+
+def _write_problems(me: dict, namespace: str) -> list[str]:
+    """Problems with writing to `namespace` as the `whoami` answer `me` (classic or fine-grained token)."""
+    name = me.get("name", "?")
+    access = (me.get("auth") or {}).get("accessToken") or {}
+    role = access.get("role")
+    orgs = {o.get("name"): o.get("roleInOrg") for o in me.get("orgs") or []}
+    if namespace != name and namespace not in orgs:
+        return [
+            f"HF_TOKEN belongs to {name!r}, who is not a member of {namespace!r}; use hf:{name} or join {namespace}"
+        ]
+    if namespace in orgs and orgs[namespace] not in WRITE_ROLES:
+        return [f"{name!r} has role {orgs[namespace]!r} in {namespace!r}; ask an admin of {namespace} for write access"]
+    if role == "read":
+        return ["HF_TOKEN is a read-only token; set HF_TOKEN to a token with write access"]
+    if role == "fineGrained":
+        fine = access.get("fineGrained") or {}
+        scoped = [
+            s
+            for s in fine.get("scoped") or []
+            if (s.get("entity") or {}).get("name") == namespace and "repo.write" in (s.get("permissions") or [])
+        ]
+        if not scoped:
+            return [f"HF_TOKEN (fine-grained) may not write repositories of {namespace!r}; grant it repo.write there"]
+    return []
