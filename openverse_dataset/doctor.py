@@ -335,32 +335,21 @@ def check_providers(cfg: Config, wanted: Sequence[str]) -> list[Check]:
 
 # -- publish target and S3 ------------------------------------------------------------------------------------
 def check_target(cfg: Config, *, online: bool = True) -> list[Check]:
-    """The publish target's configuration, and for the Hub: reachable, token valid, allowed to write."""
-    from openverse_dataset.defs.resources import PublishTargetResource
+    """The publish target's configuration, then what only the network shows (the Hub: reachable, token valid,
+    allowed to write to the namespace, via `whoami`)."""
+    from openverse_dataset.publish.targets import UnknownTargetError, resolve_target
 
     try:
-        kind, where = PublishTargetResource(target=cfg.target, data_dir=str(cfg.data_dir)).resolved()
-    except ValueError as exc:
+        target = resolve_target(cfg.target)
+    except UnknownTargetError as exc:
         return [Check("publish target", "fail", str(exc), "check OPENVERSE_PUBLISH_TARGET")]
-    if kind == "hf":
-        from openverse_dataset.publish.hub import hub_access_problems
-
-        problems = hub_access_problems(where) if online else []
-    else:
-        problems = _local_problems(Path(where))
+    problems = target.check()
+    if not problems and online:
+        problems = target.access_problems()
     if problems:
-        detail, _, fix = problems[0].rpartition("; ")
-        return [Check("publish target", "fail", f"{cfg.target}: {detail or fix}", fix if detail else "")]
-    return [Check("publish target", "ok", f"{cfg.target} ready")]
-
-
-def _local_problems(base: Path) -> list[str]:
-    existing = _existing_ancestor(base)
-    if not existing.is_dir():
-        return [f"{existing} is not a folder; point OPENVERSE_PUBLISH_TARGET elsewhere"]
-    if not os.access(existing, os.W_OK):
-        return [f"{existing} is not writable; fix its permissions or point OPENVERSE_PUBLISH_TARGET elsewhere"]
-    return []
+        detail, _, fix = problems[0].removeprefix("publish target ").rpartition("; ")
+        return [Check("publish target", "fail", detail or fix, fix if detail else "check OPENVERSE_PUBLISH_TARGET")]
+    return [Check("publish target", "ok", f"{target.label} ready")]
 
 
 def check_s3(cfg: Config) -> list[Check]:

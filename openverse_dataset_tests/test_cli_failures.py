@@ -228,7 +228,7 @@ def test_publish_to_hub_without_token_rewrites_nothing(cli_env, built):
     with serve(hub) as endpoint:
         cli_env.update(OPENVERSE_PUBLISH_TARGET="hf:openverse", HF_ENDPOINT=endpoint)
         r = run_cli(["publish", "--media", "audio"], cli_env)
-    assert_one_line_failure(r, "set HF_TOKEN")
+    assert_one_line_failure(r, "HF_TOKEN is not set", "write token")
     assert not hub.requests  # not even a read
     assert tree_digest(data) == before  # subsets, card, release bookkeeping untouched
 

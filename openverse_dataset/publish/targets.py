@@ -89,6 +89,11 @@ class Target(ABC):
         index is compared with (the previous index's fallback). Empty when the target is remote."""
         return {}
 
+    def access_problems(self) -> list[str]:
+        """Problems only the network shows (the Hub: token valid, may write to the namespace), one line each with
+        the fix; empty when none or when the target has no remote side. For `doctor` and the CLI's preflight."""
+        return []
+
     @abstractmethod
     def check(self) -> list[str]:
         """Problems with this target's configuration, one line each with the fix; empty when ready. Cheap: no
@@ -184,6 +189,11 @@ class HubTarget(Target):
 
         res = publish_hub(files, self.location, repo_name, tag=tag, dry_run=dry_run)
         return Published(res.plan, res.url, remote=True, tag=res.tag, commit=res.commit, commits=res.commits)
+
+    def access_problems(self) -> list[str]:
+        from openverse_dataset.publish.hub import hub_access_problems
+
+        return [f"publish target {self.label}: {p}" for p in hub_access_problems(self.location)]
 
     def check(self) -> list[str]:
         problems = []
