@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from openverse_dataset.settings import SETTINGS, env_example
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +58,18 @@ def test_version():
         [sys.executable, "-m", "openverse_dataset.cli", "--version"], capture_output=True, text=True, check=True
     )
     assert re.fullmatch(r"openverse-dataset \d+\.\d+\.\d+\S*\n", out.stdout)
+
+
+def test_launchpad_rejects_a_typo_in_a_fixed_choice_config():
+    import dagster as dg
+
+    from openverse_dataset.definitions import defs
+
+    job = defs().resolve_job_def("audio_refresh_provider")
+
+    def config(method: str) -> dict:
+        return {"ops": {"audio__raw": {"config": {"method": method}}}}
+
+    assert dg.validate_run_config(job, config("adbc"))
+    with pytest.raises(dg.DagsterInvalidConfigError, match="not in enum"):
+        dg.validate_run_config(job, config("adcb"))
