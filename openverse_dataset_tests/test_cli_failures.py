@@ -261,3 +261,16 @@ def test_header_shows_the_catalog_url_without_its_password(cli_env, upstream_cat
     assert f"catalog: {with_password.render_as_string(hide_password=True)}" in r.stdout
     assert "unparseable" not in r.stdout and PASSWORD not in r.stdout + r.stderr
     assert len([x for x in r.stderr.splitlines() if x.strip()]) <= 3, r.stderr
+
+
+# -- a job that fails after the checks passed -------------------------------------------------------------------
+def test_failing_step_is_one_line_and_its_traceback_goes_to_the_log(cli_env):
+    cli_env["OPENVERSE_RELEASE_DATE"] = "2026-13-45"  # only the card/release steps read it
+    r = run_cli(["build", "--media", "audio", "--provider", "jamendo"], cli_env)
+    assert_one_line_failure(r, "audio publish", "OPENVERSE_RELEASE_DATE must be a date (YYYY-MM-DD)", "details: ")
+    log = Path(r.err_lines[-1].split("details: ", 1)[1].split(" (or re-run", 1)[0])
+    assert log.parent == Path(cli_env["OPENVERSE_DATA_DIR"]).resolve() / "logs"
+    assert 'File "' in log.read_text() and "'2026-13-45'" in log.read_text()  # the stack, for a developer
+    verbose = run_cli(["build", "--media", "audio", "--provider", "jamendo", "-v"], cli_env)
+    assert verbose.code != 0
+    assert "STEP_FAILURE" in verbose.stderr  # Dagster's own event log, only with -v

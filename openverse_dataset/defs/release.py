@@ -27,7 +27,10 @@ RELEASE_CONDITION = (
 def release_date() -> date:
     """`OPENVERSE_RELEASE_DATE` (YYYY-MM-DD) or today in UTC: the date the card and tag carry."""
     text = os.environ.get("OPENVERSE_RELEASE_DATE")
-    return date.fromisoformat(text) if text else datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(text) if text else datetime.now(UTC).date()
+    except ValueError as exc:
+        raise ValueError(f"OPENVERSE_RELEASE_DATE must be a date (YYYY-MM-DD), got {text!r}: {exc}") from None
 
 
 def release_tag(day: date | None = None) -> str:
