@@ -383,7 +383,8 @@ def doctor(media_names: Sequence[str]) -> int:
 
     cfg = Config.from_env(media_names)
     checks = run_checks(cfg)
-    out = Console()
+    wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160  # a log or a pipe: no 80-column wrap
+    out = Console(width=wide)
     t = Table(show_edge=False, title=f"openverse-dataset {_version()} doctor", title_justify="left")
     for col in ("check", "status", "found", "fix"):
         t.add_column(col, overflow="fold")
