@@ -116,4 +116,4 @@ def test_hostile_provider_names_stay_inside_the_data_dir(env: Path, tmp_path: Pa
 
 def test_unknown_provider_fails_with_a_clear_message(env: Path, capsys):
     assert main(["build", "--media", "audio", "--provider", "nope"]) == 1
-    assert "unknown provider(s) 'nope'" in capsys.readouterr().out
+    assert "unknown provider(s) 'nope'" in capsys.readouterr().err  # one line on stderr, before any job

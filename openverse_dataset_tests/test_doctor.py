@@ -1,7 +1,8 @@
 """`openverse-dataset doctor` on production-shaped systems: a catalog and an API database from Openverse's own
-DDL, the fake Hub served on loopback, moto's S3 server. Healthy, every row is ok and the exit code 0; broken
-(an index missing, a table missing, a bad token, a bucket that is not requester-pays), each broken row fails with
-its fix and the exit code is 1. Run through the real CLI in a subprocess, as an operator would."""
+DDL, the fake Hub served on loopback, moto's S3 server (plus the request-payment endpoint it lacks, s3payer.py).
+Healthy, every row is ok and the exit code 0; broken (an index missing, a table missing, a bad token, a bucket
+that is not requester-pays), each broken row fails with its fix and the exit code is 1. Run through the real CLI
+in a subprocess, as an operator would."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from openverse_dataset.catalog.prepare import prepare_catalog
 
+from openverse_dataset.catalog.prepare import prepare_catalog
 from openverse_dataset_tests.fakehub import FakeHub, serve
+from openverse_dataset_tests.s3payer import with_request_payment
 
 pytestmark = pytest.mark.postgres
 
@@ -51,13 +53,19 @@ def _rows(stdout: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def system(upstream_catalog, moto_url, tmp_path):
+def s3_url(moto_url):
+    with with_request_payment(moto_url) as url:
+        yield url
+
+
+@pytest.fixture
+def system(upstream_catalog, s3_url, tmp_path):
     """Environment of a healthy deployment: real-DDL catalog with the demo rows and the prepared indexes, the
     fake Hub with a write token of an `openverse` member, a requester-pays bucket."""
     upstream_catalog.seed_demo()
     prepare_catalog(upstream_catalog.catalog_url)
     keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-    s3 = boto3.client("s3", endpoint_url=moto_url, **keys)
+    s3 = boto3.client("s3", endpoint_url=s3_url, **keys)
     bucket = f"doctor-{tmp_path.name[-20:].lower().replace('_', '-')}"
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_request_payment(Bucket=bucket, RequestPaymentConfiguration={"Payer": "Requester"})
@@ -74,7 +82,7 @@ def system(upstream_catalog, moto_url, tmp_path):
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=moto_url,
+        AWS_ENDPOINT_URL=s3_url,
         COLUMNS="250",
     )
     with serve(hub) as endpoint:
@@ -88,7 +96,9 @@ def test_doctor_on_a_healthy_deployment(system):
     assert rows == dict.fromkeys(ROWS, "ok"), r.stdout + r.stderr
     assert r.returncode == 0
     assert TOKEN not in r.stdout + r.stderr
-    assert [q["url"].rsplit("/", 1)[-1] for q in system["hub"].requests] == ["whoami-v2"]  # reads, never writes
+    requests = system["hub"].requests
+    assert "whoami-v2" in {q["url"].rsplit("/", 1)[-1] for q in requests}
+    assert {q["method"] for q in requests} == {"GET"}  # the doctor reads, never writes
 
 
 def test_doctor_on_a_broken_deployment(system):

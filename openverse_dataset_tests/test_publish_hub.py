@@ -29,7 +29,7 @@ REPO = "testorg/openverse-audio"
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
-    fake = FakeHub(token=TOKEN)
+    fake = FakeHub(token=TOKEN, orgs={"testorg": "write"})  # whoami: the token may write to testorg
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_ENDPOINT", ENDPOINT)
