@@ -14,7 +14,7 @@ from openverse_dataset.settings import SETTINGS, env_example
 
 REPO = Path(__file__).resolve().parents[1]
 # Read by libraries, documented by them (AWS_* by boto3), or process plumbing rather than configuration.
-NOT_SETTINGS = {"ARROW_DEFAULT_MEMORY_POOL", "AWS_REGION", "AWS_DEFAULT_REGION"}
+NOT_SETTINGS = {"ARROW_DEFAULT_MEMORY_POOL", "AWS_REGION", "AWS_DEFAULT_REGION", "COLUMNS"}
 
 
 def _names_read_by_the_package() -> set[str]:
