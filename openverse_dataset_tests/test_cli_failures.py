@@ -186,6 +186,7 @@ def test_bad_catalog_url(cli_env, url):
     cli_env["OPENVERSE_CATALOG_URL"] = url
     r = run_cli(["build", "--media", "audio"], cli_env)
     assert_one_line_failure(r, "check OPENVERSE_CATALOG_URL")
+    assert not (Path(cli_env["OPENVERSE_DATA_DIR"]) / "raw").exists()  # stopped before any job
 
 
 def test_unknown_provider_publishes_nothing(cli_env):
@@ -198,6 +199,7 @@ def test_unknown_provider_publishes_nothing(cli_env):
 def test_bad_media(cli_env):
     r = run_cli(["build", "--media", "video"], cli_env)
     assert_one_line_failure(r, "invalid choice: 'video'", "audio")
+    assert not Path(cli_env["OPENVERSE_DATA_DIR"]).exists()
 
 
 # -- the Hub ---------------------------------------------------------------------------------------------------
