@@ -112,3 +112,31 @@ def shard_records(folder: Path, pattern: str = CLEAN_GLOB) -> ShardRecords:
         with contextlib.suppress(OSError):  # a read-only data directory still releases; the next run hashes again
             _write_sidecar(folder, out.records)
     return out
+
+
+class ShardHashes:
+    """sha256 of any shard file, from the sidecar of the folder it belongs to when that still vouches for it
+    (clean shards sit one folder below their sidecar, raw and rejects shards next to it); hashed otherwise."""
+
+    def __init__(self) -> None:
+        self._sidecars: dict[Path, dict[str, dict]] = {}
+
+    def _known(self, folder: Path) -> dict[str, dict]:
+        if folder not in self._sidecars:
+            side = DataLayout.shard_manifest(folder)
+            try:
+                body = json.loads(side.read_text()) if side.exists() else {}
+                shards = body.get("shards", []) if body.get("format") == SIDECAR_FORMAT else []
+                self._sidecars[folder] = {s["path"]: s for s in shards}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                self._sidecars[folder] = {}
+        return self._sidecars[folder]
+
+    def sha256(self, path: Path) -> str:
+        path = Path(path)
+        st = path.stat()
+        for folder in (path.parent, path.parent.parent):
+            s = self._known(folder).get(path.relative_to(folder).as_posix())
+            if s is not None and s.get("size") == st.st_size and s.get("mtime_ns") == st.st_mtime_ns:
+                return s["sha256"]
+        return sha256_file(path)

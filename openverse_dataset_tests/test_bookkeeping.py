@@ -28,7 +28,7 @@ from openverse_dataset.release.card import render_card
 from openverse_dataset.release.changes import REMOVALS_SCHEMA, ReleaseFiles, prepare_changes
 from openverse_dataset.release.subsets import compute_subsets
 from openverse_dataset.release.tree import release_files
-from openverse_dataset.shards import REJECTS_GLOB, record_shards, shard_records
+from openverse_dataset.shards import REJECTS_GLOB, ShardHashes, record_shards, shard_records
 from openverse_dataset.transform.partition import license_folder
 
 MEDIA = "image"
@@ -297,6 +297,11 @@ def test_stale_or_missing_sidecar_is_rehashed_never_trusted(layout: DataLayout):
     recs = shard_records(folder)
     assert recs.rehashed == 1 and recs.by_path()[shard.relative_to(folder).as_posix()].sha256 == sha256_file(shard)
     assert shard_records(folder).rehashed == 0  # the sidecar was brought up to date
+    recorded = sha256_file(shard)
+    corrupt_keeping_stat(shard)
+    assert ShardHashes().sha256(shard) == recorded  # taken from the sidecar (the S3 dump's path), not re-read
+    shard.write_bytes(b"other bytes")
+    assert ShardHashes().sha256(shard) == sha256_file(shard) != recorded  # size/mtime moved: hashed again
     layout.shard_manifest(folder).unlink()
     assert shard_records(folder).rehashed == 1
 

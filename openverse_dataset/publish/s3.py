@@ -24,7 +24,8 @@ from botocore.exceptions import ClientError
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, segment
-from openverse_dataset.parquet import ShardWriter, sha256_file, writer_options
+from openverse_dataset.parquet import ShardWriter, writer_options
+from openverse_dataset.shards import ShardHashes
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 64 * 1024 * 1024
@@ -127,9 +128,10 @@ def upload_dump(
     base = "/".join(x for x in (prefix.strip("/"), media) if x)
     result = DumpResult(manifest_key=f"{base}/manifest.json")
     config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunk)
+    hashes = ShardHashes()  # recorded when each shard was written: an unchanged shard is not read again
     for f in files:
         key = f"{base}/{f.key}"
-        sha = sha256_file(f.path)
+        sha = hashes.sha256(f.path)
         size = f.path.stat().st_size
         result.bytes_total += size
         result.manifest.append(
