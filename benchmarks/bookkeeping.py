@@ -8,7 +8,8 @@ providers, a fixed 10k-row `spacex`), written by the project's `ShardWriter` int
 the shard sidecars the clean step records. Bookkeeping is what the subsets, card and release steps spend beyond
 rendering the card and sending bytes: subset counts, provider versions, index segments, the diff against the
 previous release (removals file, changelog) and the release tree's file sha256s. Measured for (a) the first
-release, (b) a release after 10 rows of `spacex` changed (5 edited, 3 removed at the source, 2 added), and, for
+release, (b) a release after 10 rows of `spacex` changed (5 edited, 3 removed at the source, 2 added; median of
+`--repeats`, interleaved across sizes so that load from other processes hits both alike), and, for
 reference, (b) done the pre-segment way (whole-release index of every row + sha256 of every shard). Prints the
 8M/2M ratio of (b) and writes benchmarks/results/bookkeeping.json.
 """
@@ -18,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -185,10 +188,19 @@ def whole_release_way(conn, layout: DataLayout, providers: list[str]) -> float:
     return round(time.perf_counter() - t0, 3)
 
 
-def run(rows: int, scratch: Path, log=print) -> dict:
+@dataclass
+class Scale:
+    """One catalog size, prepared: its first release published, then the small provider changed."""
+
+    rows: int
+    layout: DataLayout
+    target: LocalTarget
+    result: dict
+
+
+def prepare(rows: int, scratch: Path, conn: duckdb.DuckDBPyConnection, log=print) -> Scale:
     layout = DataLayout(scratch / f"data-{rows}")
     target = LocalTarget(str(scratch / f"hub-{rows}"))
-    conn = duckdb.connect()
     sizes = provider_sizes(rows)
     log(f"[{rows:,} rows] writing synthetic clean Parquet for {len(sizes)} providers ...")
     t = time.perf_counter()
@@ -214,39 +226,71 @@ def run(rows: int, scratch: Path, log=print) -> dict:
     log(f"[{rows:,} rows] first release: {first['seconds']}s; changing 10 rows of {SMALL[0]} ...")
     small_change.done = False
     write_provider(conn, layout, SMALL[0], offsets[SMALL[0]], SMALL[1], edit=small_change)
-    second = bookkeeping(conn, layout, providers, target)
-    second.pop("_files")
-    log(f"[{rows:,} rows] after one small provider changed: {second['seconds']}s")
-    baseline = whole_release_way(conn, layout, providers)
-    log(f"[{rows:,} rows] the same release done the whole-release way: {baseline}s")
-    conn.close()
-    shutil.rmtree(layout.root, ignore_errors=True)
-    shutil.rmtree(target.location, ignore_errors=True)
-    return {
-        "rows": rows,
-        "providers": len(sizes),
-        "clean_bytes": bytes_,
-        "write_seconds_incl_sidecars": round(write_s, 1),
-        "first_release": first,
-        "one_small_provider_changed": second,
-        "one_small_provider_changed_whole_release_way_seconds": baseline,
-    }
+    return Scale(
+        rows,
+        layout,
+        target,
+        {
+            "rows": rows,
+            "providers": len(sizes),
+            "clean_bytes": bytes_,
+            "write_seconds_incl_sidecars": round(write_s, 1),
+            "first_release": first,
+        },
+    )
+
+
+def changed_release(conn: duckdb.DuckDBPyConnection, scale: Scale) -> dict:
+    """(b) once more from the same state: what the previous (b) built is dropped first (next index, the changed
+    provider's new segment and counts), so every repeat does the same work."""
+    rf = ReleaseFiles(scale.layout, MEDIA)
+    rf.next_index.unlink(missing_ok=True)
+    rf.prune()
+    out = bookkeeping(conn, scale.layout, [p for p, _ in provider_sizes(scale.rows)], scale.target)
+    out.pop("_files")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, action="append", help="catalog sizes (default: 2M and 8M)")
+    ap.add_argument("--repeats", type=int, default=5, help="(b) repeats per size, interleaved across sizes")
+    ap.add_argument("--skip-whole-release", action="store_true", help="do not time (b) the pre-segment way")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     sizes = args.rows or [2_000_000, 8_000_000]
     scratch = Path(tempfile.mkdtemp(prefix="bookkeeping-bench-"))
+    conn = duckdb.connect()
     try:
-        results = [run(n, scratch) for n in sizes]
+        scales = [prepare(n, scratch, conn) for n in sizes]
+        runs: dict[int, list[dict]] = {s.rows: [] for s in scales}
+        for rep in range(args.repeats):  # interleaved: a load spike from other processes hits every size alike
+            for s in scales:
+                runs[s.rows].append(changed_release(conn, s))
+            print(
+                f"(b) repeat {rep + 1}/{args.repeats}: "
+                + ", ".join(f"{n:,} rows {r[-1]['seconds']}s" for n, r in runs.items())
+            )
+        for s in scales:
+            secs = sorted(r["seconds"] for r in runs[s.rows])
+            s.result["one_small_provider_changed"] = {
+                **runs[s.rows][-1],
+                "seconds": statistics.median(secs),
+                "seconds_min": secs[0],
+                "seconds_all": [r["seconds"] for r in runs[s.rows]],
+            }
+            if not args.skip_whole_release:
+                way = whole_release_way(conn, s.layout, [p for p, _ in provider_sizes(s.rows)])
+                s.result["one_small_provider_changed_whole_release_way_seconds"] = way
+                print(f"[{s.rows:,} rows] (b) the whole-release way: {way}s")
     finally:
+        conn.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    results = [s.result for s in scales]
     b = [r["one_small_provider_changed"]["seconds"] for r in results]
     out = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/bookkeeping.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "target": "bookkeeping of a release after one small provider changed <= 1 s at 2M rows, flat at 8M",
         "runs": results,
         "ratio_changed_release_largest_over_smallest": round(b[-1] / b[0], 2) if b[0] else None,
@@ -254,15 +298,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print()
-    print(f"{'rows':>12} {'first release s':>16} {'1 small changed s':>18} {'whole-release way s':>20}")
+    print(
+        f"{'rows':>12} {'first release s':>16} {'(b) median s':>13} {'(b) min s':>10} {'(b) whole-release way s':>24}"
+    )
     for r in results:
         print(
-            f"{r['rows']:>12,} {r['first_release']['seconds']:>16} {r['one_small_provider_changed']['seconds']:>18} "
-            f"{r['one_small_provider_changed_whole_release_way_seconds']:>20}"
+            f"{r['rows']:>12,} {r['first_release']['seconds']:>16} {r['one_small_provider_changed']['seconds']:>13} "
+            f"{r['one_small_provider_changed']['seconds_min']:>10} "
+            f"{r.get('one_small_provider_changed_whole_release_way_seconds', '-'):>24}"
         )
     if len(b) > 1:
         ratio = out["ratio_changed_release_largest_over_smallest"]
-        print(f"ratio {sizes[-1]:,}/{sizes[0]:,} rows, one small provider changed: {ratio}")
+        print(f"ratio {sizes[-1]:,}/{sizes[0]:,} rows of (b), medians: {ratio}")
     print(f"wrote {args.out}")
     return 0
 

@@ -80,7 +80,7 @@ def clean_files(layout: DataLayout, media: str, providers: list[str]) -> dict[st
     return {p: sorted(layout.clean_dir(media, p).glob("*/part-*.parquet")) for p in providers}
 
 
-STATS_FORMAT = "s1"  # part of each cached count's name: bump when what is counted changes
+STATS_FORMAT = "s2"  # part of each cached count's name: bump when what is counted changes
 
 
 def _cached(path: Path, compute) -> object:
@@ -95,13 +95,17 @@ def _cached(path: Path, compute) -> object:
 
 
 def shard_counts(conn: duckdb.DuckDBPyConnection, layout: DataLayout, media: str, provider: str, shard) -> list:
-    """[license, version, jurisdiction, rows] of one cleaned shard, counted once per sha256 (cached)."""
+    """[license, version, jurisdiction, rows, rows missing license_url or attribution] of one cleaned shard,
+    counted once per sha256 (cached)."""
     path = shard.folder / shard.record.path
     cache = layout.release_segment(media, provider, f"{STATS_FORMAT}-{shard.record.sha256[:32]}", ".counts.json")
-    sql = "select license, license_version, license_jurisdiction, count(*) from t group by all order by all"
+    sql = (
+        "select license, license_version, license_jurisdiction, count(*), "
+        "count(*) filter (where license_url is null or attribution is null) from t group by all order by all"
+    )
 
     def count() -> list:
-        return [[a, b, c, int(n)] for a, b, c, n in conn.read_parquet(str(path)).query("t", sql).fetchall()]
+        return [[a, b, c, int(n), int(m)] for a, b, c, n, m in conn.read_parquet(str(path)).query("t", sql).fetchall()]
 
     return _cached(cache, count)
 
@@ -138,6 +142,7 @@ def compute_subsets(
     missing = [p for p in providers if not layout.clean_dir(media, p).exists()]
     per_lp: list[dict] = []
     per_lv: Counter = Counter()
+    no_url_or_attribution: Counter = Counter()
     rejected: Counter = Counter()
     for p in providers:
         if p in missing:
@@ -147,8 +152,9 @@ def compute_subsets(
         files: Counter = Counter()
         for r in clean.records:
             counts = shard_counts(conn, layout, media, p, _Shard(clean.folder, r))
-            for a, b, c, n in counts:
+            for a, b, c, n, m in counts:
                 per_lv[(a, b, c)] += n
+                no_url_or_attribution[(a, b, c)] += m
                 rows[a] += n
             files.update({x[0] for x in counts})
         per_lp += [{"license": a, "provider": p, "rows": n, "files": files[a]} for a, n in rows.items()]
@@ -161,7 +167,13 @@ def compute_subsets(
         rows=sum(r["rows"] for r in per_lp),
         by_license_provider=per_lp,
         by_license_version=[
-            {"license": a, "license_version": b, "license_jurisdiction": c, "rows": n}
+            {
+                "license": a,
+                "license_version": b,
+                "license_jurisdiction": c,
+                "rows": n,
+                "missing_url_or_attribution": no_url_or_attribution[(a, b, c)],
+            }
             for (a, b, c), n in sorted(per_lv.items(), key=lambda kv: _nulls_last(kv[0]))
         ],
         rejected_by_reason=dict(sorted(rejected.items())),

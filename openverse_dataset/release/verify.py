@@ -43,22 +43,15 @@ def takedown_leaks(conn: duckdb.DuckDBPyConnection, data: list[str] | str, taked
     return Verdict(leaked == 0, {"leaked": int(leaked)}, ["identifier", "reason"], [list(r) for r in rows])
 
 
-def invalid_licenses(conn: duckdb.DuckDBPyConnection, paths: list[str]) -> Verdict:
-    """(license, version, jurisdiction) combinations that do not exist, are not served by Openverse, or have
-    rows without a license_url or attribution."""
-    if not paths:
-        return Verdict(True, {"combinations": 0})
-    combos = (
-        conn.read_parquet(paths)
-        .query(
-            "c",
-            "select license, license_version, license_jurisdiction, count(*), "
-            "count(*) filter (where license_url is null or attribution is null) "
-            "from c group by all order by all",
-        )
-        .fetchall()
-    )
-    bad = [list(c) for c in combos if not lic.is_valid(c[0], c[1], c[2] or "") or not lic.LICENSES[c[0]].served or c[4]]
+def invalid_licenses(stats: SubsetStats) -> Verdict:
+    """(license, version, jurisdiction) combinations of the release that do not exist, are not served by
+    Openverse, or have rows without a license_url or attribution. Reads the subsets' counts (kept per shard
+    sha256), not the rows again."""
+    combos = [
+        [r["license"], r["license_version"], r["license_jurisdiction"], r["rows"], r["missing_url_or_attribution"]]
+        for r in stats.by_license_version
+    ]
+    bad = [c for c in combos if not lic.is_valid(c[0], c[1], c[2] or "") or not lic.LICENSES[c[0]].served or c[4]]
     return Verdict(
         not bad,
         {"combinations": len(combos)},
