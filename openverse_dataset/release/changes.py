@@ -217,22 +217,27 @@ class ReleaseFiles:
         os.replace(tmp, dest)
         self.prune()
 
+    def indexes(self) -> list[ReleaseIndex]:
+        """The pending index and every target's index (those that exist)."""
+        paths = [self.next_index, *self.layout.release_targets_root(self.media).glob("*/index.json")]
+        return [ReleaseIndex.from_json(p.read_text()) for p in paths if p.exists()]
+
+    def known_rows(self) -> dict[tuple[str, str], int]:
+        """(provider, segment version) -> rows, as the indexes recorded them (saves reading segment footers)."""
+        return {(s.provider, s.version): s.rows for idx in self.indexes() for s in idx.segments.values()}
+
     def prune(self) -> int:
         """Delete segment files (and cached counts) of versions no index refers to any more; returns how many.
 
         Kept: whatever the pending index or any target's index names, so every target can still be diffed.
         """
         keep: dict[str, set[str]] = {}
-        indexes = [self.next_index, *self.layout.release_targets_root(self.media).glob("*/index.json")]
-        for path in indexes:
-            if path.exists():
-                idx = ReleaseIndex.from_json(path.read_text())
-                for s in idx.segments.values():
-                    keep.setdefault(self.segment(s.provider, s.version).parent.name, set()).add(
-                        s.version.split("-")[-1]
-                    )
-                for p, v in idx.rejects.items():
-                    keep.setdefault(self.segment(p, "x").parent.name, set()).add(v)
+        for idx in self.indexes():
+            for s in idx.segments.values():
+                folder = self.segment(s.provider, s.version).parent.name
+                keep.setdefault(folder, set()).add(s.version.split("-")[-1])
+            for p, v in idx.rejects.items():
+                keep.setdefault(self.segment(p, "x").parent.name, set()).add(v)
         removed = 0
         for f in self.layout.release_segments_root(self.media).glob("*/*"):
             if not any(v in f.name for v in keep.get(f.parent.name, ())):
@@ -280,12 +285,14 @@ def build_index(
     book = book or Bookkeeping()
     index = ReleaseIndex(rf.media)
     built: set[str] = set()
+    known = rf.known_rows()
     for provider, d in sorted(data.items()):
         for r in d.clean.records:
             version = segment_version(r.sha256)
             dest = rf.segment(provider, version)
             if dest.exists():
-                rows = pq.read_metadata(dest).num_rows
+                rows = known.get((provider, version))
+                rows = pq.read_metadata(dest).num_rows if rows is None else rows
                 book.reused += 1
             else:
                 rows = write_segment(conn, [d.clean.folder / r.path], dest)
