@@ -175,15 +175,16 @@ def _header(cfg) -> None:
 def build(
     media_names: Sequence[str], providers: Sequence[str] | None, verbose: bool = False, dry_run: bool = False
 ) -> int:
-    """Check, discover, refresh every (or the named) provider partition, publish; print a summary. 0 on success."""
+    """Check, discover, refresh the changed (or the named) provider partitions, publish; print a summary."""
     from openverse_dataset.doctor import Config
 
     cfg = Config.from_env(media_names)
     preflight(cfg, providers)
+    from openverse_dataset.catalog.refresh import providers_to_refresh, save_takedown_mark
     from openverse_dataset.definitions import defs as load_defs
-    from openverse_dataset.defs.common import key
+    from openverse_dataset.defs.common import key, recorded_watermarks
     from openverse_dataset.defs.jobs import discover_job_name, refresh_job_name
-    from openverse_dataset.defs.resources import build_resources
+    from openverse_dataset.defs.resources import CatalogResource, build_resources
 
     defs = load_defs()
     resources = build_resources()
@@ -211,6 +212,23 @@ def build(
                 continue
             found = json.loads(layout.providers_file(media).read_text())["providers"]
             wanted = [p for p in providers if p in found] if providers else found
+            mark = None
+            if not providers:  # refresh only what changed (the sensors' rule); --provider forces the named ones
+                cat = CatalogResource(  # the same settings as the runs' resource, with the URLs' values
+                    url=cfg.catalog_url, api_url=cfg.api_url, data_dir=str(layout.root)
+                )
+                why, mark = providers_to_refresh(
+                    cat.catalog_url(),
+                    cat.takedown_url(),
+                    MEDIA_TYPES[media],
+                    found,
+                    recorded_watermarks(instance, MEDIA_TYPES[media]),
+                    layout,
+                )
+                wanted = [p for p in found if p in why]
+                if mark is None and wanted:
+                    console.print(f"[yellow]{media}: {why[wanted[0]]}; refreshing every provider[/yellow]")
+                console.print(f"{media}: {len(wanted)} of {len(found)} providers changed since the last build")
             refresh = defs.resolve_job_def(refresh_job_name(media))
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -238,6 +256,8 @@ def build(
                         break
             if _fatal(failures):  # every further step would fail the same way: stop, publish nothing
                 break
+            if mark is not None and not any(f.startswith(f"{media}/") for f in failures):
+                save_takedown_mark(layout, MEDIA_TYPES[media], mark)
             failures += _run_publish(defs, instance, media, verbose, dry_run, details)
             summary[media] = _media_summary(layout, media, resources)
             plan_file = layout.release_plan(media)

@@ -117,6 +117,14 @@ class DataLayout:
         """Raw shards filtered of takedowns for the S3 dump (only those that needed filtering)."""
         return self._inside("dumps", media, segment(provider))
 
+    def changes_dir(self, media: str, provider: str) -> Path:
+        """What the last incremental raw refresh changed (rows read, identifiers removed): the clean step's input."""
+        return self._inside("changes", media, segment(provider))
+
+    def state_file(self, stage: str, media: str, provider: str) -> Path:
+        """A partition's refresh state for one stage (watermarks, versions, last full rebuild)."""
+        return self._inside("state", stage, media, f"{segment(provider)}.json")
+
     def takedowns_file(self, media: str) -> Path:
         return self._inside("takedowns", f"{media}.parquet")
 

@@ -8,17 +8,20 @@ large files) and content-defined chunking (the Hub's Xet storage deduplicates un
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from openverse_dataset import progress
 
 DEFAULT_ROW_GROUP_ROWS = 100_000
 DEFAULT_SHARD_BYTES = 384 * 1024 * 1024
+# Every stage's row order within a partition: ingestion order, so rows a later ingestion adds land at the end.
+ORDER_KEY = ("created_on", "identifier")
 
 WRITER_OPTIONS = {
     "compression": "zstd",
@@ -176,3 +179,67 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
             size += len(block)
     progress.report(progress.HASHING, files=1, nbytes=size)
     return h.hexdigest()
+
+
+def sort_by_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """Rows in `key` order, nulls last (PostgreSQL's ascending order; uuids compare as their lowercase text)."""
+    if table.num_rows < 2:
+        return table
+    order = pc.sort_indices(table, options=pc.SortOptions([(k, "ascending", "at_end") for k in key]))
+    return table.take(order)
+
+
+def _at_or_before(delta: pa.Table, key: Sequence[str], last: Sequence) -> int:
+    """How many leading rows of the sorted `delta` sort at or before the key value `last`."""
+    lo, hi = 0, delta.num_rows
+    columns = [delta.column(k) for k in key]
+
+    def before(i: int) -> bool:
+        for col, bound in zip(columns, last, strict=True):
+            v = col[i].as_py()
+            if v == bound:
+                continue
+            if v is None:
+                return False
+            if bound is None:
+                return True
+            return v < bound
+        return True
+
+    while lo < hi:  # binary search: the delta is small and sorted, the comparisons are on Python values
+        mid = (lo + hi) // 2
+        if before(mid):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def merge_sorted(
+    base: Iterable[pa.RecordBatch],
+    delta: pa.Table,
+    key: Sequence[str],
+    drop: pa.Array | None = None,
+    drop_column: str = "identifier",
+) -> Iterator[pa.Table]:
+    """Merge a stream already sorted by `key` (minus rows whose `drop_column` is in `drop`) with sorted `delta`.
+
+    The result is the sorted union, produced batch by batch: memory is one base batch plus the delta, whatever
+    the size of the base. Written with the same writer settings, it is byte-identical to writing the union
+    sorted from scratch, which is what makes an incremental refresh equal to a full rebuild.
+    """
+    delta = sort_by_key(delta, key)
+    for batch in base:
+        if drop is not None and len(drop):
+            batch = batch.filter(pc.invert(pc.is_in(batch[drop_column], value_set=drop)))
+        if batch.num_rows == 0:
+            continue
+        table = pa.Table.from_batches([batch])
+        last = [table.column(k)[-1].as_py() for k in key]
+        n = _at_or_before(delta, key, last)
+        if n:
+            table = sort_by_key(pa.concat_tables([table, delta.slice(0, n).cast(table.schema)]), key)
+            delta = delta.slice(n)
+        yield table
+    if delta.num_rows:
+        yield delta

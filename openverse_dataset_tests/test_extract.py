@@ -26,7 +26,7 @@ def sqlite_catalog(tmp_path: Path) -> str:
     return url
 
 
-def test_extract_streams_into_several_shards_in_identifier_order(sqlite_catalog, tmp_path):
+def test_extract_streams_into_several_shards_in_ingestion_order(sqlite_catalog, tmp_path):
     layout = DataLayout(tmp_path / "data")
     r = extract_partition(
         sqlite_catalog, IMAGE, "flickr", layout, batch_rows=100, row_group_rows=128, shard_bytes=40_000
@@ -35,7 +35,8 @@ def test_extract_streams_into_several_shards_in_identifier_order(sqlite_catalog,
     assert len(r.shards) > 1 and sum(s.rows for s in r.shards) == 1001
     table = pq.read_table(layout.raw_dir("image", "flickr"))
     ids = table["identifier"].to_pylist()
-    assert ids == sorted(ids) and len(set(ids)) == 1001
+    keys = list(zip(table["created_on"].to_pylist(), ids, strict=True))
+    assert keys == sorted(keys) and len(set(ids)) == 1001
     assert table.schema.equals(IMAGE.raw_schema)
     meta = pq.ParquetFile(layout.raw_dir("image", "flickr") / "part-00000.parquet").metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"

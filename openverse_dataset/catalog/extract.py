@@ -14,6 +14,10 @@ ranges are written strictly in identifier order. A reader that runs ahead blocks
 while its server backend finishes the scan and sort, so the parallelism is server-side and client memory stays
 bounded by readers x queue depth x batch size, whatever the partition size. The output is byte-identical to a
 single reader's.
+
+Rows are ordered by (created_on, identifier): ingestion order, so rows a later ingestion adds land at the end of
+the partition's files and the pages before them keep their bytes (see `docs/scale.md`). Fan-out ranges are
+slices of created_on between the partition's oldest and newest row (read in the shared snapshot).
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine,
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dir
 from openverse_dataset.media import MediaType
-from openverse_dataset.parquet import DEFAULT_ROW_GROUP_ROWS, DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
+from openverse_dataset.parquet import (
+    DEFAULT_ROW_GROUP_ROWS,
+    DEFAULT_SHARD_BYTES,
+    ShardInfo,
+    ShardWriter,
+)
 from openverse_dataset.streams import put_unless_stopped
 
 DEFAULT_BATCH_ROWS = 50_000
@@ -76,44 +85,46 @@ def _provider_value(provider: str | None) -> sa.ColumnElement:
     return sa.func.current_setting(PROVIDER_SETTING) if provider is None else sa.literal(provider)
 
 
-def select_partition(
-    media: MediaType, provider: str | None, lower: str | None = None, upper: str | None = None
-) -> sa.Select:
-    """The partition's rows, every column by name, uuid/jsonb as text, in a stable order (identifier).
-
-    `lower` (inclusive) and `upper` (exclusive) restrict it to one identifier range of a fan-out. `provider`
-    None reads the provider bound in the session (`bind_provider`).
-    """
+def raw_columns(media: MediaType) -> list:
+    """Every raw column by name, uuid/jsonb cast to text (what both readers turn into the raw schema)."""
     t = MEDIA_TABLES[media.name]
-    cols = [
+    return [
         sa.cast(t.c[f.name], sa.Text).label(f.name)
         if f.name == "identifier" or f.name in media.json_columns
         else t.c[f.name]
         for f in media.raw_schema
     ]
-    stmt = sa.select(*cols).where(t.c.provider == _provider_value(provider))
-    if lower is not None:
-        stmt = stmt.where(t.c.identifier >= lower)
-    if upper is not None:
-        stmt = stmt.where(t.c.identifier < upper)
-    return stmt.order_by(t.c.identifier)
 
 
-def identifier_ranges(n: int) -> list[tuple[str | None, str | None]]:
-    """`n` contiguous ranges covering the uuid space in order, split evenly by value.
+def select_partition(
+    media: MediaType, provider: str | None, lower: datetime | None = None, upper: datetime | None = None
+) -> sa.Select:
+    """The partition's rows, every column by name, in ingestion order (created_on, then identifier).
 
-    Openverse identifiers are random (v4) UUIDs, so equal slices of the value space hold about equal rows
-    without a query to find split points; PostgreSQL orders uuids by their bytes, i.e. by their hex text.
+    `lower` (inclusive) and `upper` (exclusive) restrict it to one created_on range of a fan-out. `provider`
+    None reads the provider bound in the session (`bind_provider`). PostgreSQL orders uuids by their bytes,
+    i.e. by their lowercase hex text, as the merge code does.
     """
-    if n <= 1:
+    t = MEDIA_TABLES[media.name]
+    stmt = sa.select(*raw_columns(media)).where(t.c.provider == _provider_value(provider))
+    if lower is not None:
+        stmt = stmt.where(t.c.created_on >= lower)
+    if upper is not None:
+        stmt = stmt.where(t.c.created_on < upper)
+    return stmt.order_by(t.c.created_on, t.c.identifier)
+
+
+def created_ranges(oldest: datetime | None, newest: datetime | None, n: int) -> list[tuple]:
+    """`n` contiguous created_on ranges covering [oldest, newest], split evenly in time (open at both ends).
+
+    Ingestion is spread over years, so equal time slices hold roughly comparable rows; an uneven split only
+    makes one reader finish later, never changes the output.
+    """
+    if n <= 1 or oldest is None or newest is None:
         return [(None, None)]
-    cuts = [_uuid_text(k * (1 << 128) // n) for k in range(1, n)]
+    step = (newest - oldest) / n
+    cuts = [oldest + step * k for k in range(1, n)]
     return list(zip([None, *cuts], [*cuts, None], strict=True))
-
-
-def _uuid_text(value: int) -> str:
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def select_watermark(media: MediaType, provider: str | None) -> sa.Select:
@@ -125,6 +136,13 @@ def bind_provider(cur, provider: str) -> None:
     """Bind the provider name as a parameter, for this transaction's `current_setting` reads (ADBC cursor)."""
     cur.execute(f"SELECT set_config('{PROVIDER_SETTING}', $1, true)", parameters=(provider,))
     cur.fetchall()
+
+
+def select_created_span(media: MediaType, provider: str | None) -> sa.Select:
+    t = MEDIA_TABLES[media.name]
+    return sa.select(sa.func.min(t.c.created_on), sa.func.max(t.c.created_on)).where(
+        t.c.provider == _provider_value(provider)
+    )
 
 
 def _rows_to_batch(rows: list, schema: pa.Schema) -> pa.RecordBatch:
@@ -185,7 +203,7 @@ class _RangeReader(threading.Thread):
         uri: str,
         media: MediaType,
         provider: str,
-        ranges: list[tuple[int, str | None, str | None]],
+        ranges: list[tuple[int, datetime | None, datetime | None]],
         queues: list[queue.Queue],
         stop: threading.Event,
         snapshot: str | None,
@@ -248,17 +266,16 @@ def _adbc_batches(
     import adbc_driver_postgresql.dbapi as pgdbapi
 
     uri = _adbc_uri(url)
-    ranges = identifier_ranges(n_ranges)
-    readers = min(readers, len(ranges))
-    extra["readers"], extra["ranges"] = readers, len(ranges)
+    readers = min(readers, n_ranges)
+    extra["readers"], extra["ranges"] = readers, n_ranges
     depth = max(2, QUEUE_BATCHES // readers)  # the same memory in flight whatever the number of readers
-    queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in ranges]
     stop = threading.Event()
     threads: list[_RangeReader] = []
     coordinator = None
     try:
         snapshot = None
-        if len(ranges) > 1:
+        ranges: list[tuple] = [(None, None)]
+        if n_ranges > 1:
             coordinator = pgdbapi.connect(uri)
             with coordinator.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -267,6 +284,9 @@ def _adbc_batches(
                 bind_provider(cur, provider)
                 cur.execute(_pg_sql(select_watermark(media, None)))
                 watermark.extend(cur.fetchone())
+                cur.execute(_pg_sql(select_created_span(media, None)))
+                ranges = created_ranges(*(as_utc(v) for v in cur.fetchone()), n_ranges)
+        queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in ranges]
         indexed = [(k, lo, hi) for k, (lo, hi) in enumerate(ranges)]
         for j in range(min(readers, len(ranges))):
             mine = indexed[j::readers]
@@ -326,7 +346,7 @@ def extract_partition(
     """Stream one provider's rows into shards in a staging folder, then swap the folder into place.
 
     A failure at any point leaves the previous shards untouched and no partial file in the partition folder.
-    `readers` > 1 fans the PostgreSQL fast path out over identifier ranges (`ranges`, default one per reader)
+    `readers` > 1 fans the PostgreSQL fast path out over created_on ranges (`ranges`, default one per reader)
     read in parallel on one exported snapshot; more ranges than readers make each server-side sort smaller
     (less temp space on a Flickr-sized partition) at the cost of one more scan per range. The generic path
     always reads with one. `fail_after_rows` simulates a crash mid-partition (for tests).

@@ -15,7 +15,7 @@ from openverse_dataset.defs.resources import CatalogResource, DataDirResource
 from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.transform.clean import DERIVED, REJECT_REASONS, REPAIRS
-from openverse_dataset.transform.partition import clean_partition, clean_schema, reject_schema
+from openverse_dataset.transform.partition import clean_schema, refresh_clean, reject_schema
 
 PREVIEW_COLUMNS = ["identifier", "title", "creator", "license", "license_version", "attribution"]
 
@@ -83,9 +83,12 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 f"{provider}: cleaned {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)"
             )
 
-        r = clean_partition(layout, media, provider, takedowns=layout.takedowns_file(media.name), progress=progress)
+        r, mode, why = refresh_clean(
+            layout, media, provider, takedowns=layout.takedowns_file(media.name), progress=progress
+        )
         context.log.info(
-            f"{provider}: kept {r.kept:,} of {r.rows_in:,}; rejected {dict(r.rejected)}; repairs {dict(r.repairs)}"
+            f"{provider}: {mode} clean{f' ({why})' if why else ''} of {r.rows_cleaned:,} rows; kept {r.kept:,} "
+            f"of {r.rows_in:,}; rejected {dict(r.rejected)}; repairs {dict(r.repairs)}"
         )
         yield dg.MaterializeResult(
             asset_key=key(media, "clean"),
@@ -96,6 +99,11 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 "rows_in": r.rows_in,
                 "rows_kept": r.kept,
                 "rows_rejected": r.rejected_total,
+                # incremental: only rows the last raw refresh changed (and takedown moves) were cleaned again;
+                # repairs_by_rule and tags_dropped then count those rows
+                "clean_mode": mode,
+                "full_clean_reason": why,
+                "rows_cleaned": r.rows_cleaned or 0,
                 "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),
                 "repairs_by_rule": counts_table(r.repairs, "rule", REPAIRS),
                 "repairs": sum(r.repairs.values()),

@@ -645,6 +645,7 @@ REJECT_COLUMNS = [
     "raw_url",
     "title",
     "updated_on",
+    "created_on",  # with identifier, the partition's row order: lets a refresh merge rejects in place
 ]
 
 
@@ -665,4 +666,5 @@ def reject_frame(df: pl.DataFrame, reason: str | None = None) -> pl.DataFrame:
         pl.col("_raw_url").alias("raw_url"),
         pl.col("_raw_title").alias("title"),
         "updated_on",
+        "created_on",
     )

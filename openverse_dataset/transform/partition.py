@@ -14,10 +14,13 @@ Raw batches are decoded one ahead in a thread, so Parquet decoding overlaps the 
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import shutil
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +37,15 @@ from openverse_dataset import licenses as lic
 from openverse_dataset.catalog.takedowns import read_hidden_sources
 from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dirs
 from openverse_dataset.media import MediaType
-from openverse_dataset.parquet import DEFAULT_SHARD_BYTES, ShardInfo, ShardWriter
+from openverse_dataset.parquet import (
+    DEFAULT_SHARD_BYTES,
+    ORDER_KEY,
+    ShardInfo,
+    ShardWriter,
+    merge_sorted,
+    sha256_file,
+    sort_by_key,
+)
 from openverse_dataset.shards import REJECTS_GLOB, record_shards
 from openverse_dataset.streams import put_unless_stopped
 from openverse_dataset.transform.clean import (
@@ -70,10 +81,11 @@ class CleanResult:
     repairs: Counter = field(default_factory=Counter)
     tags_dropped: int = 0
     by_license: Counter = field(default_factory=Counter)
-    by_source: Counter = field(default_factory=Counter)  # rows in, per source: which sources live in this partition
     shards: dict[str, list[ShardInfo]] = field(default_factory=dict)
     preview: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    by_source: Counter = field(default_factory=Counter)  # rows in, per source: which sources live in this partition
+    rows_cleaned: int | None = None  # rows the rules ran on (all of them, unless the clean was incremental)
 
     @property
     def rejected_total(self) -> int:
@@ -111,8 +123,11 @@ def _takedown_frame(path: Path | None) -> pl.DataFrame:
 
 
 def _raw_batches(files: list[Path], media: MediaType, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The partition's raw rows in identifier order, `batch_rows` at a time: memory is bounded by one batch."""
-    schema = media.raw_schema
+    """The partition's raw rows in file order, `batch_rows` at a time: memory is bounded by one batch."""
+    return _file_batches(files, media.raw_schema, batch_rows)
+
+
+def _file_batches(files: list[Path], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
     for f in files:
         # No pre-buffering and no column threads: pyarrow's defaults read whole row groups ahead (575 MiB peak
         # for a 100k-row group here against 250 MiB this way, for ~1 s more per 1.4M rows).
@@ -186,14 +201,14 @@ def _duplicate_rejects(raw_files: list[Path], media: MediaType, ids: pa.Array, r
     parts = [pq.read_table(f, filters=pc.field("identifier").isin(ids)).cast(media.raw_schema) for f in raw_files]
     raw = pl.from_arrow(pa.concat_tables(parts)) if parts else pl.DataFrame(schema=pl.Schema(media.raw_schema))
     cleaned = clean_lazy(raw.lazy(), media, pl.LazyFrame(schema=TAKEDOWN_SCHEMA), dedupe=False).collect()
-    out = reject_frame(cleaned, reason="duplicate").sort("identifier")
+    out = reject_frame(cleaned, reason="duplicate").select(REJECT_COLUMNS)
     return out.to_arrow(compat_level=ARROW_COMPAT).cast(rej_schema)
 
 
 def _drop_duplicates(
     staging: Path,
     result: CleanResult,
-    rejects: ShardWriter,
+    rejects: list[pa.Table],
     rej_schema: pa.Schema,
     new_writer,
     raw_files: list[Path],
@@ -203,7 +218,8 @@ def _drop_duplicates(
 
     DuckDB finds duplicate keys over the kept rows out of core (the catalog's unique index makes them rare, so
     this is one aggregate in the normal case); only license folders that hold a duplicate are rewritten, with
-    the same writer, so the output equals a whole-partition dedupe.
+    the same writer, so the output equals a whole-partition dedupe. The dropped rows are appended to `rejects`
+    (merged into the rejects in row order by the caller).
     """
     files = sorted(staging.glob("*/part-*.parquet"))
     if not files:
@@ -259,10 +275,89 @@ def _drop_duplicates(
         else:
             del result.shards[folder.name]
     shutil.rmtree(staging / ".dedupe", ignore_errors=True)
-    rejects.write(_duplicate_rejects(raw_files, media, gone, rej_schema))
+    rejects.append(_duplicate_rejects(raw_files, media, gone, rej_schema))
     result.by_license = Counter({k: v for k, v in result.by_license.items() if v})
     dup_set = set(dups)
     result.preview = [r for r in result.preview if r["identifier"] not in dup_set]
+
+
+def _matching_takedowns(tk: pl.DataFrame, ids: pl.Series) -> pl.DataFrame:
+    """The rows of the (identifier-sorted) takedown frame whose identifier is in `ids`: a sorted search each."""
+    if tk.height == 0 or ids.len() == 0:
+        return tk.clear()
+    pos = tk["identifier"].search_sorted(ids.sort(), side="left")
+    pos = pos.filter(pos < tk.height).unique()
+    hit = tk[pos]
+    return hit.filter(pl.col("identifier").is_in(ids.implode()))
+
+
+class _Pass:
+    """One pass of the rules over raw batches: kept rows spooled per license folder, rejects spooled too."""
+
+    def __init__(
+        self, media: MediaType, tk: pl.DataFrame, staging: Path, result: CleanResult, hidden: tuple = ()
+    ) -> None:
+        self.media, self.tk, self.staging, self.result = media, tk, staging, result
+        self.hidden = hidden  # the API's hidden sources, recorded with the takedown snapshot
+        self.cols = output_columns(media)
+        self.schema = clean_schema(media)
+        self.rej_schema = reject_schema(media)
+        self.spools: dict[str, _Spool] = {}
+        self.rejects = _Spool(staging / ".rejects.arrows", self.rej_schema)
+
+    def run(self, batches: Iterator[pa.RecordBatch], progress=None, start: float = 0.0) -> None:
+        result = self.result
+        for raw_batch in batches:
+            chunk = pl.from_arrow(raw_batch)
+            del raw_batch
+            tk = _matching_takedowns(self.tk, chunk["identifier"])
+            batch = clean_lazy(chunk.lazy(), self.media, tk.lazy(), dedupe=False, hidden_sources=self.hidden).collect()
+            result.rows_in += batch.height
+            result.by_source.update(dict(batch["source"].fill_null(result.provider).value_counts().iter_rows()))
+            fixes = batch.select([pl.col(c).sum() for c in FIX_COLUMNS] + [pl.col("_tags_dropped").sum()]).row(0)
+            for name, n in zip([*FIX_COLUMNS, "_tags_dropped"], fixes, strict=True):
+                if name == "_tags_dropped":
+                    result.tags_dropped += int(n or 0)
+                elif n:
+                    result.repairs[name.removeprefix("_fix_")] += int(n)
+            kept = batch.filter(pl.col("_reject").is_null()).select(self.cols)
+            bad = batch.filter(pl.col("_reject").is_not_null())
+            del batch
+            if bad.height:
+                result.rejected.update(dict(bad["_reject"].value_counts().iter_rows()))
+                self.rejects.write(
+                    reject_frame(bad).select(REJECT_COLUMNS).to_arrow(compat_level=ARROW_COMPAT).cast(self.rej_schema)
+                )
+            if kept.height:
+                result.kept += kept.height
+                if len(result.preview) < 5:
+                    result.preview += kept.head(5 - len(result.preview)).to_dicts()
+                for (slug,), part in kept.partition_by("license", as_dict=True, maintain_order=True).items():
+                    folder = license_folder(slug)
+                    if folder not in self.spools:
+                        self.spools[folder] = _Spool(self.staging / f".{folder}.arrows", self.schema)
+                    self.spools[folder].write(part.to_arrow(compat_level=ARROW_COMPAT).cast(self.schema))
+                    result.by_license[slug] += part.height
+            crash_point("clean")
+            if progress:
+                progress(result.rows_in, time.perf_counter() - start)
+
+    def abort(self) -> None:
+        for spool in [*self.spools.values(), self.rejects]:
+            spool.abort()
+
+
+def _table(batches, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_batches(list(batches), schema=schema)
+
+
+def _write_rejects(
+    writer: ShardWriter, base: Iterator[pa.RecordBatch], extra: list[pa.Table], schema: pa.Schema, drop=None
+) -> None:
+    """Rejects in row order: the sorted base stream with the (small, unsorted) extra rows merged in."""
+    delta = pa.concat_tables([t.cast(schema) for t in extra]) if extra else schema.empty_table()
+    for table in merge_sorted(base, delta, ORDER_KEY, drop):
+        writer.write(table)
 
 
 def clean_partition(
@@ -281,76 +376,36 @@ def clean_partition(
     result = CleanResult(media=media.name, provider=provider)
     raw_dir = layout.require_dir(layout.raw_dir(media.name, provider), f"raw extract of {media.name}/{provider!r}")
     raw_files = sorted(raw_dir.glob("part-*.parquet"))
-    cols = output_columns(media)
-    schema = clean_schema(media)
-    rej_schema = reject_schema(media)
     tk = _takedown_frame(takedowns)
-    tk_ids = tk["identifier"]
-    hidden = read_hidden_sources(takedowns)  # the API's hidden sources, recorded with the takedown snapshot
-
     clean_staging = layout.staging_dir(f"clean-{media.name}")
     rej_staging = layout.staging_dir(f"rejects-{media.name}")
     clean_staging.mkdir(parents=True)
     rej_staging.mkdir(parents=True)
-    spools: dict[str, _Spool] = {}
     writers: list[ShardWriter] = []
-    rejects = ShardWriter(rej_staging, rej_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
+    cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns))
+    rejects = ShardWriter(rej_staging, cpass.rej_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
 
     def new_writer(folder: str, root: Path = clean_staging) -> ShardWriter:
-        writers.append(ShardWriter(root / folder, schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows))
+        writers.append(ShardWriter(root / folder, cpass.schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows))
         return writers[-1]
 
     try:
-        for raw_batch in _prefetched(_raw_batches(raw_files, media, batch_rows)):
-            chunk = pl.from_arrow(raw_batch)
-            del raw_batch
-            # Raw shards are in identifier order: the takedowns that can match this chunk are one slice.
-            lo, hi = chunk["identifier"][0], chunk["identifier"][-1]
-            i, j = tk_ids.search_sorted(lo, side="left"), tk_ids.search_sorted(hi, side="right")
-            batch = clean_lazy(
-                chunk.lazy(), media, tk.slice(i, j - i).lazy(), dedupe=False, hidden_sources=hidden
-            ).collect()
-            result.rows_in += batch.height
-            result.by_source.update(dict(batch["source"].fill_null(provider).value_counts().iter_rows()))
-            fixes = batch.select([pl.col(c).sum() for c in FIX_COLUMNS] + [pl.col("_tags_dropped").sum()]).row(0)
-            for name, n in zip([*FIX_COLUMNS, "_tags_dropped"], fixes, strict=True):
-                if name == "_tags_dropped":
-                    result.tags_dropped += int(n or 0)
-                elif n:
-                    result.repairs[name.removeprefix("_fix_")] += int(n)
-            kept = batch.filter(pl.col("_reject").is_null()).select(cols)
-            bad = batch.filter(pl.col("_reject").is_not_null())
-            del batch
-            if bad.height:
-                result.rejected.update(dict(bad["_reject"].value_counts().iter_rows()))
-                rejects.write(
-                    reject_frame(bad).select(REJECT_COLUMNS).to_arrow(compat_level=ARROW_COMPAT).cast(rej_schema)
-                )
-            if kept.height:
-                result.kept += kept.height
-                if len(result.preview) < 5:
-                    result.preview += kept.head(5 - len(result.preview)).to_dicts()
-                for (slug,), part in kept.partition_by("license", as_dict=True, maintain_order=True).items():
-                    folder = license_folder(slug)
-                    if folder not in spools:
-                        spools[folder] = _Spool(clean_staging / f".{folder}.arrows", schema)
-                    spools[folder].write(part.to_arrow(compat_level=ARROW_COMPAT).cast(schema))
-                    result.by_license[slug] += part.height
-            crash_point("clean")
-            if progress:
-                progress(result.rows_in, time.perf_counter() - start)
+        cpass.run(_prefetched(_raw_batches(raw_files, media, batch_rows)), progress, start)
 
         def write_folder(folder: str) -> list[ShardInfo]:
             writer = new_writer(folder)
-            for batch in spools[folder].batches():
+            for batch in cpass.spools[folder].batches():
                 writer.write(batch)
             return writer.close()
 
         # License folders are independent files and the Parquet encoder releases the GIL: two at a time.
         with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="clean-writer") as pool:
-            for folder, shards in zip(sorted(spools), pool.map(write_folder, sorted(spools)), strict=True):
+            folders = sorted(cpass.spools)
+            for folder, shards in zip(folders, pool.map(write_folder, folders), strict=True):
                 result.shards[folder] = shards
-        _drop_duplicates(clean_staging, result, rejects, rej_schema, new_writer, raw_files, media)
+        dups: list[pa.Table] = []
+        _drop_duplicates(clean_staging, result, dups, cpass.rej_schema, new_writer, raw_files, media)
+        _write_rejects(rejects, cpass.rejects.batches(), dups, cpass.rej_schema)
         rejects.close()
         record_shards(clean_staging)  # each shard's sha256, once: releases read it instead of re-hashing
         record_shards(rej_staging, REJECTS_GLOB)
@@ -364,10 +419,230 @@ def clean_partition(
     except BaseException:
         for w in [*writers, rejects]:
             w.abort()
-        for spool in spools.values():
-            spool.abort()
+        cpass.abort()
         release_staging(clean_staging)
         release_staging(rej_staging)
         raise
+    result.seconds = time.perf_counter() - start
+    result.rows_cleaned = result.rows_in
+    return result
+
+
+# --- incremental clean -------------------------------------------------------------------------------------
+
+CLEAN_FORMAT = 2  # rows in (created_on, identifier) order in every license folder and in rejects
+TAKEDOWN_REASONS = frozenset({"taken_down", "deleted_in_catalog", "mature"})
+
+
+def _sha(path: Path | None) -> str | None:
+    return sha256_file(path) if path is not None and path.exists() else None
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _save_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _ids(files: list[Path], columns: list[str]) -> pl.DataFrame:
+    frames = [pl.from_arrow(pq.read_table(f, columns=columns)) for f in files]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in columns})
+
+
+def _rows_by_id(files: list[Path], ids: pa.Array, schema: pa.Schema) -> pa.Table:
+    """Raw rows with these identifiers: reads the identifier column of each row group, then only the groups hit."""
+    out = []
+    if len(ids):
+        for f in files:
+            pf = pq.ParquetFile(f)
+            for g in range(pf.num_row_groups):
+                mask = pc.is_in(pf.read_row_group(g, columns=["identifier"])["identifier"], value_set=ids)
+                if pc.any(mask).as_py():
+                    out.append(pf.read_row_group(g).filter(mask).cast(schema))
+    return pa.concat_tables(out) if out else schema.empty_table()
+
+
+def _why_full_clean(layout: DataLayout, media: str, provider: str, state: dict | None, raw_version: str | None):
+    """("" or the reason a full clean is needed, the raw change record to apply or None)."""
+    from openverse_dataset.catalog.refresh import load_changes
+
+    if raw_version is None:
+        return "raw extract has no recorded state", None
+    if state is None:
+        return "no previous clean", None
+    if state.get("format") != CLEAN_FORMAT:
+        return "previous clean in another layout format", None
+    if not layout.clean_dir(media, provider).is_dir() or not layout.rejects_dir(media, provider).is_dir():
+        return "previous clean output missing", None
+    if state.get("raw_version") == raw_version:
+        return "", None  # raw unchanged: only takedowns can have moved
+    changes = load_changes(layout, media, provider)
+    if not changes or changes.get("version") != raw_version:
+        return "raw change record missing", None
+    if changes.get("mode") != "incremental":
+        return "raw extract was rebuilt in full", None
+    if changes.get("base_version") != state.get("raw_version"):
+        return "clean is not at the raw extract's previous version", None
+    return "", changes
+
+
+def refresh_clean(
+    layout: DataLayout,
+    media: MediaType,
+    provider: str,
+    *,
+    takedowns: Path | None = None,
+    force_full: bool = False,
+    progress=None,
+    **kw,
+) -> tuple[CleanResult, str, str]:
+    """Clean only what the last raw refresh changed (and rows whose takedown status moved), else in full.
+
+    Returns (result, mode, reason). Either way the output is what `clean_partition` writes from the current raw
+    files and takedown snapshot, byte for byte.
+    """
+    from openverse_dataset.catalog.refresh import RawState
+
+    raw_state = RawState.load(layout.state_file("raw", media.name, provider))
+    state_path = layout.state_file("clean", media.name, provider)
+    state = _load_json(state_path)
+    tk_sha = _sha(takedowns)
+    settings = {k: kw[k] for k in sorted(kw) if k in ("shard_bytes", "row_group_rows", "batch_rows")}
+    reason, changes = _why_full_clean(layout, media.name, provider, state, raw_state.version if raw_state else None)
+    hidden = read_hidden_sources(takedowns)
+    if not reason and state.get("settings") != settings:
+        reason = "writer settings changed"
+    if not reason and tuple(state.get("hidden", ())) != hidden:
+        reason = "hidden sources changed"  # may hide or unhide any row: rare, decided by a full pass
+    if force_full:
+        reason = "full clean requested"
+    if reason:
+        result = clean_partition(layout, media, provider, takedowns=takedowns, progress=progress, **kw)
+        mode = "full"
+    else:
+        result = _clean_changes(layout, media, provider, takedowns, changes, tk_sha != state.get("takedowns"), **kw)
+        mode = "incremental"
+    if raw_state is not None:
+        _save_json(
+            state_path,
+            {
+                "format": CLEAN_FORMAT,
+                "raw_version": raw_state.version,
+                "takedowns": tk_sha,
+                "hidden": list(hidden),
+                "settings": settings,
+            },
+        )
+    return result, mode, reason
+
+
+def _clean_changes(
+    layout: DataLayout,
+    media: MediaType,
+    provider: str,
+    takedowns: Path | None,
+    changes: dict | None,
+    takedowns_moved: bool,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    row_group_rows: int = CLEAN_ROW_GROUP_ROWS,
+) -> CleanResult:
+    start = time.perf_counter()
+    result = CleanResult(media=media.name, provider=provider)
+    raw_schema = media.raw_schema
+    raw_files = sorted(layout.raw_dir(media.name, provider).glob("part-*.parquet"))
+    clean_dir, rej_dir = layout.clean_dir(media.name, provider), layout.rejects_dir(media.name, provider)
+    prev_clean = sorted(clean_dir.glob("*/part-*.parquet"))
+    prev_rejects = sorted(rej_dir.glob("part-*.parquet"))
+    tk = _takedown_frame(takedowns)
+
+    # Rows to clean again: what the raw refresh read, plus rows whose takedown status may have moved.
+    if changes is not None:
+        folder = layout.changes_dir(media.name, provider)
+        changed = pq.read_table(folder / "changed.parquet").cast(raw_schema)
+        removed = pl.from_arrow(pq.read_table(folder / "removed.parquet"))["identifier"]
+    else:
+        changed, removed = raw_schema.empty_table(), pl.Series("identifier", [], pl.String)
+    rej = _ids(prev_rejects, ["identifier", "reason"])
+    recheck = rej.filter(pl.col("reason") == "duplicate")["identifier"]  # a twin may have gone: decide again
+    if takedowns_moved:
+        kept_ids = _ids(prev_clean, ["identifier"])["identifier"]
+        tk_ids = tk["identifier"]
+        listed = pl.col("reason").is_in(list(TAKEDOWN_REASONS)) | pl.col("identifier").is_in(tk_ids.implode())
+        recheck = pl.concat(
+            [recheck, kept_ids.filter(kept_ids.is_in(tk_ids.implode())), rej.filter(listed)["identifier"]]
+        )
+    recheck = recheck.filter(~recheck.is_in(removed.implode())).unique().sort()
+    again = _rows_by_id(raw_files, recheck.to_arrow(), raw_schema)
+    delta_raw = sort_by_key(pa.concat_tables([changed, again]), ORDER_KEY)
+    affected = pa.array(sorted(set(removed.to_list()) | set(recheck.to_list())), pa.string())
+
+    clean_staging = layout.staging_dir(f"clean-{media.name}")
+    rej_staging = layout.staging_dir(f"rejects-{media.name}")
+    clean_staging.mkdir(parents=True)
+    rej_staging.mkdir(parents=True)
+    writers: list[ShardWriter] = []
+    cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns))
+    rejects = ShardWriter(rej_staging, cpass.rej_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
+
+    def new_writer(folder: str, root: Path = clean_staging) -> ShardWriter:
+        writers.append(ShardWriter(root / folder, cpass.schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows))
+        return writers[-1]
+
+    try:
+        cpass.run(iter(delta_raw.to_batches(max_chunksize=batch_rows)))
+        delta_counts = (Counter(result.repairs), result.tags_dropped, result.rows_in)
+        folders = sorted({f.parent.name for f in prev_clean} | set(cpass.spools))
+        for folder in folders:
+            delta = (
+                _table(cpass.spools[folder].batches(), cpass.schema)
+                if folder in cpass.spools
+                else cpass.schema.empty_table()
+            )
+            base = _file_batches(sorted((clean_dir / folder).glob("part-*.parquet")), cpass.schema, 20_000)
+            writer = new_writer(folder)
+            for table in merge_sorted(base, delta, ORDER_KEY, affected):
+                writer.write(table)
+            shards = writer.close()
+            if shards:
+                result.shards[folder] = shards
+            else:
+                shutil.rmtree(clean_staging / folder, ignore_errors=True)
+        dups: list[pa.Table] = []
+        _drop_duplicates(clean_staging, result, dups, cpass.rej_schema, new_writer, raw_files, media)
+        new_rejects = [_table(cpass.rejects.batches(), cpass.rej_schema), *dups]
+        base = _file_batches(prev_rejects, cpass.rej_schema, 50_000)
+        _write_rejects(rejects, base, new_rejects, cpass.rej_schema, affected)
+        rejects.close()
+        record_shards(clean_staging)  # as in the full clean: releases read each shard's sha256 from here
+        record_shards(rej_staging, REJECTS_GLOB)
+        replace_dirs([(clean_staging, clean_dir), (rej_staging, rej_dir)])
+    except BaseException:
+        for w in [*writers, rejects]:
+            w.abort()
+        cpass.abort()
+        release_staging(clean_staging)
+        release_staging(rej_staging)
+        raise
+    # Totals describe the whole partition (as after a full clean); repairs and tags count the rows cleaned now.
+    result.repairs, result.tags_dropped, rows_cleaned = delta_counts
+    slugs = {license_folder(s): s for s in lic.LICENSES}
+    result.by_license = Counter({slugs.get(f, f): sum(s.rows for s in sh) for f, sh in result.shards.items()})
+    result.kept = sum(result.by_license.values())
+    reasons = _ids(sorted(rej_dir.glob("part-*.parquet")), ["reason", "source"])
+    result.rejected = Counter(dict(reasons["reason"].value_counts().iter_rows())) if reasons.height else Counter()
+    sources = pl.concat([_ids(sorted(clean_dir.glob("*/part-*.parquet")), ["source"]), reasons.select("source")])
+    result.by_source = Counter(dict(sources["source"].fill_null(provider).value_counts().iter_rows()))
+    result.rows_in = result.kept + result.rejected_total
+    result.rows_cleaned = rows_cleaned
     result.seconds = time.perf_counter() - start
     return result

@@ -1,0 +1,459 @@
+"""Incremental refresh of one provider partition's raw extract: read what changed, merge it into the files.
+
+A partition's raw files hold its catalog rows in ingestion order (created_on, identifier). After the first full
+extract, a refresh reads only, in one snapshot:
+- rows of the provider with `updated_on` newer than the recorded watermark (updates, inserts, rows that moved in),
+- identifiers moved to `deleted_<media>` since the recorded `deleted_on` watermark,
+- identifiers of other providers' rows updated since the watermark (rows whose provider changed away),
+each window reaching back `overlap` before the watermark (a transaction that stamped `updated_on` earlier but
+committed later is still seen; re-reading an unchanged row is harmless). Those rows replace their old versions
+in a streaming merge of the previous files: the output is the same sorted set of rows written by the same writer,
+hence byte-identical to a full extract of the same snapshot.
+
+Changes that bypass `updated_on` (Openverse's popularity refresh can rewrite `standardized_popularity` in batched
+updates without touching it; a provider renamed in place) are reconciled by a periodic full rebuild
+(`full_every`, recorded as `last_full_rebuild`), which also runs when the previous output is missing or does not
+match its recorded state, when a watermark went backwards, or when the change is too big to be worth merging.
+
+What changed is written to `changes/<media>/<provider>/` for the clean step, which cleans only those rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, sane_max, scrub
+from openverse_dataset.catalog.extract import (
+    ExtractResult,
+    _rows_to_batch,
+    extract_partition,
+    raw_columns,
+)
+from openverse_dataset.catalog.schema import DELETED_TABLES, MEDIA_TABLES
+from openverse_dataset.catalog.watermarks import (
+    TakedownMark,
+    catalog_watermarks,
+    provider_watermark,
+    takedown_mark,
+    takedowns_since,
+)
+from openverse_dataset.layout import DataLayout, release_staging, replace_dir, replace_dirs
+from openverse_dataset.media import MediaType
+from openverse_dataset.parquet import (
+    DEFAULT_ROW_GROUP_ROWS,
+    DEFAULT_SHARD_BYTES,
+    ORDER_KEY,
+    ShardWriter,
+    merge_sorted,
+)
+
+FORMAT = 2  # raw layout version: 2 = rows in (created_on, identifier) order. Another format is rebuilt.
+DEFAULT_FULL_EVERY = timedelta(days=7)
+DEFAULT_OVERLAP = timedelta(minutes=10)
+# A change bigger than this share of the partition is extracted whole: the merge would rewrite every file anyway
+# and a full read reconciles whatever else moved (e.g. a popularity refresh that also stamped updated_on).
+MAX_CHANGE_SHARE = 0.25
+ID_SCHEMA = pa.schema([("identifier", pa.string())])
+
+
+def full_every_from_env() -> timedelta:
+    """`OPENVERSE_FULL_REBUILD_DAYS` (default 7; 0 = every refresh is a full rebuild)."""
+    raw = os.environ.get("OPENVERSE_FULL_REBUILD_DAYS", "").strip()
+    try:
+        return timedelta(days=float(raw)) if raw else DEFAULT_FULL_EVERY
+    except ValueError:
+        raise CatalogError(f"OPENVERSE_FULL_REBUILD_DAYS must be a number of days, not {raw!r}") from None
+
+
+def overlap_from_env() -> timedelta:
+    """`OPENVERSE_REFRESH_OVERLAP_MINUTES` (default 10): how far before a watermark a refresh reads again."""
+    raw = os.environ.get("OPENVERSE_REFRESH_OVERLAP_MINUTES", "").strip()
+    try:
+        return timedelta(minutes=float(raw)) if raw else DEFAULT_OVERLAP
+    except ValueError:
+        raise CatalogError(f"OPENVERSE_REFRESH_OVERLAP_MINUTES must be a number, not {raw!r}") from None
+
+
+def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v else None
+
+
+def _dt(v: str | None) -> datetime | None:
+    return datetime.fromisoformat(v) if v else None
+
+
+@dataclass
+class RawState:
+    """What a partition's raw folder holds, as recorded when it was written."""
+
+    version: str
+    rows: int
+    shards: list[dict]
+    max_updated_on: str | None
+    max_deleted_on: str | None
+    last_full_rebuild: str
+    settings: dict
+    format: int = FORMAT
+
+    @classmethod
+    def load(cls, path: Path) -> RawState | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+@dataclass
+class RefreshResult:
+    """One raw refresh: how it ran (full or incremental, and why) and what it read and wrote."""
+
+    mode: str  # "full" | "incremental"
+    reason: str
+    extract: ExtractResult
+    state: RawState
+    rows_read: int = 0  # rows (and identifiers) read from the catalog
+    rows_changed: int = 0  # changed or new rows read
+    rows_removed: int = 0  # identifiers removed from the partition (deleted, moved away, old versions)
+    extra: dict = field(default_factory=dict)
+
+
+def _folder_matches(folder: Path, state: RawState) -> bool:
+    """The raw folder holds exactly the shards the state recorded (names and sizes: a stat, not a read)."""
+    if not folder.is_dir():
+        return False
+    found = {p.name: p.stat().st_size for p in folder.glob("part-*.parquet")}
+    return found == {s["name"]: s["bytes"] for s in state.shards}
+
+
+def full_reason(
+    state: RawState | None,
+    folder: Path,
+    settings: dict,
+    now: datetime,
+    full_every: timedelta,
+    current_updated: datetime | None,
+    current_deleted: datetime | None,
+) -> str:
+    """Why this refresh must read the whole partition ("" when an incremental refresh is safe)."""
+    if state is None:
+        return "no previous extract"
+    if state.format != FORMAT:
+        return f"previous extract is in layout format {state.format}, now {FORMAT}"
+    if state.settings != settings:
+        return "writer settings changed"
+    if not _folder_matches(folder, state):
+        return "previous files missing or not as recorded"
+    if now - _dt(state.last_full_rebuild) >= full_every:
+        return f"periodic full rebuild (every {full_every.total_seconds() / 86400:g} days)"
+    before_u, before_d = _dt(state.max_updated_on), _dt(state.max_deleted_on)
+    if before_u and (current_updated is None or current_updated < before_u):
+        return "updated_on watermark went backwards"
+    if before_d and (current_deleted is None or current_deleted < before_d):
+        return "deleted_on watermark went backwards"
+    return ""
+
+
+def _delta_queries(media: MediaType, provider: str, others: list[str], since_u, since_d) -> dict:
+    t, d = MEDIA_TABLES[media.name], DELETED_TABLES[media.name]
+    changed = sa.select(*raw_columns(media)).where(t.c.provider == provider)
+    if since_u is not None:
+        changed = changed.where(t.c.updated_on > since_u)
+    deleted = sa.select(sa.cast(d.c.identifier, sa.Text)).where(d.c.provider == provider)
+    if since_d is not None:
+        deleted = deleted.where(d.c.deleted_on > since_d)
+    moved = sa.select(sa.cast(t.c.identifier, sa.Text)).where(t.c.provider.in_(others or [""]))
+    if since_u is not None:
+        moved = moved.where(t.c.updated_on > since_u)
+    return {
+        "watermark": sa.select(
+            sa.select(sane_max(t.c.updated_on)).where(t.c.provider == provider).scalar_subquery(),
+            sa.select(sane_max(d.c.deleted_on)).where(d.c.provider == provider).scalar_subquery(),
+        ),
+        "changed": changed.order_by(t.c.created_on, t.c.identifier),
+        "deleted": deleted,
+        "moved": moved,
+    }
+
+
+def _other_providers(conn: sa.Connection, media: MediaType, provider: str) -> list[str]:
+    """The media table's other providers (a loose index scan on PostgreSQL: one probe per provider)."""
+    t = MEDIA_TABLES[media.name]
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            sa.text(f"""
+            WITH RECURSIVE p(provider) AS (
+                (SELECT provider FROM {media.table} WHERE provider IS NOT NULL ORDER BY provider LIMIT 1)
+                UNION ALL
+                SELECT (SELECT t.provider FROM {media.table} t WHERE t.provider > p.provider
+                        ORDER BY t.provider LIMIT 1) FROM p WHERE p.provider IS NOT NULL
+            ) SELECT provider FROM p WHERE provider IS NOT NULL
+        """)  # table name from media.py
+        )
+        names = [r[0] for r in rows]
+    else:
+        names = list(conn.scalars(sa.select(t.c.provider).where(t.c.provider.is_not(None)).distinct()))
+    return sorted(n for n in names if n != provider)
+
+
+def read_changes(url: str, media: MediaType, state: RawState, provider: str, overlap: timedelta, out: Path) -> dict:
+    """Read the partition's changes since `state`'s watermarks into `out` (changed.parquet, removed.parquet).
+
+    One REPEATABLE READ snapshot for every query, so the new watermark describes exactly what was read.
+    Returns counts and the new watermarks.
+    """
+    since_u, since_d = _dt(state.max_updated_on), _dt(state.max_deleted_on)
+    since_u = since_u - overlap if since_u else None
+    since_d = since_d - overlap if since_d else None
+    engine = make_engine(url)
+    out.mkdir(parents=True, exist_ok=True)
+    options: dict = {"stream_results": True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "REPEATABLE READ"
+    changed_rows = 0
+    try:
+        with engine.connect().execution_options(**options) as conn, conn.begin():
+            q = _delta_queries(media, provider, _other_providers(conn, media, provider), since_u, since_d)
+            max_u, max_d = conn.execute(q["watermark"]).one()
+            t = MEDIA_TABLES[media.name]
+            probe = (
+                sa.select(sa.func.count()).select_from(
+                    sa.select(t.c.identifier)
+                    .where(t.c.provider == provider, t.c.updated_on > since_u)
+                    .limit(max(1, int(state.rows * MAX_CHANGE_SHARE)) + 1)
+                    .subquery()
+                )
+                if since_u is not None
+                else None
+            )
+            if probe is not None and conn.scalar(probe) > state.rows * MAX_CHANGE_SHARE and state.rows:
+                return {"too_big": True}
+            writer = pq.ParquetWriter(out / "changed.parquet", media.raw_schema)
+            try:
+                for rows in conn.execute(q["changed"]).partitions(50_000):
+                    writer.write_batch(_rows_to_batch(rows, media.raw_schema))
+                    changed_rows += len(rows)
+            finally:
+                writer.close()
+            deleted = list(conn.scalars(q["deleted"]))
+            moved = list(conn.scalars(q["moved"]))
+    except sa.exc.SQLAlchemyError as exc:
+        raise CatalogError(
+            f"reading changes of {media.name}/{provider!r} from {redact(url)} failed: {scrub(str(exc), url)}"
+        ) from None
+    finally:
+        engine.dispose()
+    changed_ids = pq.read_table(out / "changed.parquet", columns=["identifier"])["identifier"].to_pylist()
+    removed = sorted(set(deleted) | set(moved) | set(changed_ids))
+    pq.write_table(pa.table({"identifier": pa.array(removed, pa.string())}, schema=ID_SCHEMA), out / "removed.parquet")
+    return {
+        "too_big": False,
+        "max_updated_on": as_utc(max_u),
+        "max_deleted_on": as_utc(max_d),
+        "changed": changed_rows,
+        "deleted": len(deleted),
+        "moved": len(moved),
+        "removed": len(removed),
+        "read": changed_rows + len(deleted) + len(moved),
+    }
+
+
+def _raw_batches(files: list[Path], schema: pa.Schema, batch_rows: int = 20_000):
+    for f in files:
+        pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
+        for batch in pf.iter_batches(batch_size=batch_rows, use_threads=False):
+            yield batch.cast(schema)
+
+
+def _write_changes_meta(folder: Path, meta: dict) -> None:
+    (folder / "changes.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+
+
+def load_changes(layout: DataLayout, media: str, provider: str) -> dict | None:
+    """The last raw refresh's change record (mode, base_version, version), or None."""
+    try:
+        return json.loads((layout.changes_dir(media, provider) / "changes.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def refresh_raw(
+    url: str,
+    media: MediaType,
+    provider: str,
+    layout: DataLayout,
+    *,
+    full_every: timedelta = DEFAULT_FULL_EVERY,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    force_full: bool = False,
+    current: tuple[datetime | None, datetime | None] | None = None,
+    now: datetime | None = None,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    **extract_kw,
+) -> RefreshResult:
+    """Bring the partition's raw folder up to the catalog: incrementally when safe, else a full extract.
+
+    `current` is the provider's watermark (newest updated_on, deleted_on) taken just before, for the
+    "went backwards" check (read here when not given). The change record for the clean step is rewritten
+    either way.
+    """
+    now = now or datetime.now(UTC)
+    if current is None:
+        wm = provider_watermark(url, media, provider)
+        current = (wm.max_updated_on, wm.max_deleted_on)
+    settings = {"shard_bytes": shard_bytes, "row_group_rows": row_group_rows}
+    state_path = layout.state_file("raw", media.name, provider)
+    folder = layout.raw_dir(media.name, provider)
+    state = RawState.load(state_path)
+    reason = "full rebuild requested" if force_full else full_reason(state, folder, settings, now, full_every, *current)
+    if not reason:
+        start = time.perf_counter()
+        staging = layout.staging_dir(f"changes-{media.name}")
+        try:
+            counts = read_changes(url, media, state, provider, overlap, staging)
+        except BaseException:
+            release_staging(staging)
+            raise
+        if counts["too_big"]:
+            release_staging(staging)
+            reason = f"change larger than {MAX_CHANGE_SHARE:.0%} of the partition"
+        else:
+            return _merge(layout, media, provider, state, staging, counts, settings, start)
+    return _full(url, media, provider, layout, reason, now, settings, current[1], extract_kw)
+
+
+def _full(url, media, provider, layout, reason, now, settings, deleted_mark, extract_kw) -> RefreshResult:
+    # `deleted_mark` was read before the extract's snapshot: a row deleted after it is newer and seen next time.
+    prev = RawState.load(layout.state_file("raw", media.name, provider))
+    result = extract_partition(url, media, provider, layout, **settings, **extract_kw)
+    state = RawState(
+        version=uuid.uuid4().hex,
+        rows=result.rows,
+        shards=[s.as_dict() for s in result.shards],
+        max_updated_on=_iso(result.max_updated_on),
+        max_deleted_on=_iso(deleted_mark),
+        last_full_rebuild=now.isoformat(),
+        settings=settings,
+    )
+    staging = layout.staging_dir(f"changes-{media.name}")
+    staging.mkdir(parents=True)
+    _write_changes_meta(
+        staging, {"mode": "full", "base_version": prev.version if prev else None, "version": state.version}
+    )
+    replace_dir(staging, layout.changes_dir(media.name, provider))
+    state.save(layout.state_file("raw", media.name, provider))
+    return RefreshResult("full", reason, result, state, rows_read=result.rows, rows_changed=result.rows)
+
+
+def _merge(layout, media, provider, state, staging, counts, settings, start) -> RefreshResult:
+    folder = layout.raw_dir(media.name, provider)
+    files = sorted(folder.glob("part-*.parquet"))
+    changed = pq.read_table(staging / "changed.parquet").cast(media.raw_schema)
+    removed = pq.read_table(staging / "removed.parquet")["identifier"].combine_chunks()
+    out = layout.staging_dir(f"raw-{media.name}")
+    writer = ShardWriter(out, media.raw_schema, **settings)
+    try:
+        for table in merge_sorted(_raw_batches(files, media.raw_schema), changed, ORDER_KEY, removed):
+            writer.write(table)
+        shards = writer.close()
+        out.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        writer.abort()
+        release_staging(out)
+        release_staging(staging)
+        raise
+    new = RawState(
+        version=uuid.uuid4().hex,
+        rows=writer.rows,
+        shards=[s.as_dict() for s in shards],
+        max_updated_on=_iso(counts["max_updated_on"]),
+        max_deleted_on=_iso(counts["max_deleted_on"]),
+        last_full_rebuild=state.last_full_rebuild,
+        settings=settings,
+    )
+    meta = {"mode": "incremental", "base_version": state.version, "version": new.version}
+    meta.update({k: v for k, v in counts.items() if k in ("changed", "deleted", "moved", "removed", "read")})
+    _write_changes_meta(staging, meta)
+    # Order matters for a crash in between: the state is written last, so a crash leaves files that do not
+    # match the recorded state, and the next refresh rebuilds the partition in full.
+    replace_dirs([(out, folder), (staging, layout.changes_dir(media.name, provider))])
+    new.save(layout.state_file("raw", media.name, provider))
+    seconds = time.perf_counter() - start
+    result = ExtractResult(
+        media=media.name,
+        provider=provider,
+        method="incremental",
+        rows=writer.rows,
+        shards=shards,
+        snapshot_rows=writer.rows,
+        max_updated_on=counts["max_updated_on"],
+        seconds=seconds,
+    )
+    return RefreshResult(
+        "incremental",
+        "",
+        result,
+        new,
+        rows_read=counts["read"],
+        rows_changed=counts["changed"],
+        rows_removed=counts["removed"],
+        extra={"deleted": counts["deleted"], "moved": counts["moved"]},
+    )
+
+
+def providers_to_refresh(
+    catalog_url: str, api_url: str, media: MediaType, providers: list[str], recorded: dict[str, str], layout: DataLayout
+) -> tuple[dict[str, str], TakedownMark]:
+    """Which providers `openverse-dataset build` must refresh, and why; plus the takedown mark seen now.
+
+    The same decision the sensors make: a provider whose catalog watermark differs from the one its last raw
+    extract recorded, one never extracted or never cleaned, and one holding works taken down since the last
+    build's takedown mark (found by identifier, as the takedown sensor does). Save the returned mark with
+    `save_takedown_mark` once the refresh succeeded.
+    """
+    marks = catalog_watermarks(catalog_url, media)
+    now = takedown_mark(catalog_url, api_url, media)
+    why: dict[str, str] = {}
+    for p in providers:
+        if p not in recorded:
+            why[p] = "never extracted"
+        elif p in marks and marks[p].token != recorded[p]:
+            why[p] = "catalog changed"
+        elif not layout.state_file("clean", media.name, p).exists():
+            why[p] = "never cleaned"
+    mark_path = layout.state_file("takedowns", media.name, "mark")
+    try:
+        previous = TakedownMark(**{k: _dt(v) for k, v in json.loads(mark_path.read_text()).items()})
+    except (OSError, ValueError, TypeError):
+        previous = None
+    if previous is None:
+        for p in providers:  # no record of what earlier builds applied: check every provider's takedowns once
+            why.setdefault(p, "takedowns not yet checked")
+    elif previous.token != now.token:
+        for p in takedowns_since(catalog_url, api_url, media, previous, now):
+            if p in providers:
+                why.setdefault(p, "new takedowns")
+    return why, now
+
+
+def save_takedown_mark(layout: DataLayout, media: MediaType, mark: TakedownMark) -> None:
+    """Record the takedown mark a successful build applied (the next build looks only at newer entries)."""
+    path = layout.state_file("takedowns", media.name, "mark")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: _iso(v) for k, v in vars(mark).items()}, sort_keys=True))
