@@ -56,6 +56,7 @@ from openverse_dataset.parquet import (
     ShardWriter,
     merge_sorted,
 )
+from openverse_dataset.transform.partition import _prefetched
 
 FORMAT = 2  # raw layout version: 2 = rows in (created_on, identifier) order. Another format is rebuilt.
 DEFAULT_FULL_EVERY = timedelta(days=7)
@@ -369,7 +370,8 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
     out = layout.staging_dir(f"raw-{media.name}")
     writer = ShardWriter(out, media.raw_schema, **settings)
     try:
-        for table in merge_sorted(_raw_batches(files, media.raw_schema), changed, ORDER_KEY, removed):
+        # Decoding runs one batch ahead in a thread (both sides release the GIL), as in the clean step.
+        for table in merge_sorted(_prefetched(_raw_batches(files, media.raw_schema)), changed, ORDER_KEY, removed):
             writer.write(table)
         shards = writer.close()
         out.mkdir(parents=True, exist_ok=True)

@@ -602,21 +602,24 @@ def _clean_changes(
         cpass.run(iter(delta_raw.to_batches(max_chunksize=batch_rows)))
         delta_counts = (Counter(result.repairs), result.tags_dropped, result.rows_in)
         folders = sorted({f.parent.name for f in prev_clean} | set(cpass.spools))
-        for folder in folders:
-            delta = (
-                _table(cpass.spools[folder].batches(), cpass.schema)
-                if folder in cpass.spools
-                else cpass.schema.empty_table()
-            )
+        deltas = {f: _table(cpass.spools[f].batches(), cpass.schema) for f in folders if f in cpass.spools}
+        writers_by_folder = {f: new_writer(f) for f in folders}
+
+        def merge_folder(folder: str) -> list[ShardInfo]:
             base = _file_batches(sorted((clean_dir / folder).glob("part-*.parquet")), cpass.schema, 20_000)
-            writer = new_writer(folder)
+            delta = deltas.get(folder, cpass.schema.empty_table())
+            writer = writers_by_folder[folder]
             for table in merge_sorted(base, delta, ORDER_KEY, affected):
                 writer.write(table)
-            shards = writer.close()
-            if shards:
-                result.shards[folder] = shards
-            else:
-                shutil.rmtree(clean_staging / folder, ignore_errors=True)
+            return writer.close()
+
+        # As in the full clean: license folders are independent files, two at a time.
+        with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="clean-merge") as pool:
+            for folder, shards in zip(folders, pool.map(merge_folder, folders), strict=True):
+                if shards:
+                    result.shards[folder] = shards
+                else:
+                    shutil.rmtree(clean_staging / folder, ignore_errors=True)
         dups: list[pa.Table] = []
         _drop_duplicates(clean_staging, result, dups, cpass.rej_schema, new_writer, raw_files, media)
         new_rejects = [_table(cpass.rejects.batches(), cpass.rej_schema), *dups]

@@ -1,0 +1,303 @@
+"""Refresh benchmark: what `openverse-dataset build` costs again after a realistic day of catalog changes.
+
+    .venv/bin/python benchmarks/refresh.py                   # 2,000,000 rows
+    .venv/bin/python benchmarks/refresh.py --rows 8000000    # the 4x check (long on a shared 2-core machine)
+    .venv/bin/python benchmarks/refresh.py --rows 200000     # a quick smoke run
+
+Creates two scratch databases on 127.0.0.1:5432 (the catalog, and the API database with the takedown tables;
+both dropped at the end), fills the catalog server-side with the synthetic `image` table (`synth.py`, ~70%
+flickr) and the change-detection indexes `prepare-catalog` creates (`(provider, updated_on)` on the media
+table, `(provider, deleted_on)` on `deleted_image`), then, each in its own process with a persistent Dagster
+instance and data directory:
+1. full build: `openverse-dataset build --media image`;
+2. the change set: 0.1% of flickr's rows updated (title, popularity, updated_on = now()), 0.1% new flickr rows,
+   0.05% of flickr moved to `deleted_image`, 10 rows of a small provider edited, one takedown in
+   `api_deletedimage`;
+3. refresh: the same command again.
+Prints and writes `benchmarks/results/refresh-<rows>.json`: refresh wall / full-build wall; rows read from the
+catalog by the refresh / rows changed; new-chunk bytes / total bytes of flickr's release files (FastCDC
+16/64/256 KiB, the order of Xet's chunks: bytes of chunks of the new files not present in the previous ones);
+peak RSS of each run process (the whole CLI process: Dagster runs in process, so it is included).
+`--verify` also builds the changed catalog from scratch into a fresh data directory and compares flickr's
+files byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import synth  # noqa: E402  (benchmarks/synth.py: scratch databases)
+
+ADMIN_URL = os.environ.get("OPENVERSE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+SMALL = "stocksnap"  # the small provider the change set edits (0.5% of the rows)
+MiB = 1024 * 1024
+
+
+def run_cli(args: list[str], env: dict, log: Path) -> dict:
+    """One CLI process: wall seconds and that process's own peak RSS (wait4's ru_maxrss)."""
+    t = time.perf_counter()
+    with open(log, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "openverse_dataset.cli", *args], env=env, stdout=out, stderr=out)
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        tail = "\n".join(log.read_text().splitlines()[-40:])
+        raise SystemExit(f"{tail}\nopenverse-dataset {' '.join(args)} exited {code}")
+    return {"wall_s": round(time.perf_counter() - t, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+
+
+def release_files(data: Path, provider: str) -> list[Path]:
+    """The provider's data files as published (the local Hub target), else its cleaned files (the same bytes)."""
+    published = sorted(data.glob(f"hub/*/data/*/{provider}/*.parquet"))
+    return published or sorted(data.glob(f"clean/image/{provider}/*/part-*.parquet"))
+
+
+def chunk_index(files: list[Path]) -> tuple[set[bytes], int]:
+    """Content-defined chunks (FastCDC, 16/64/256 KiB) of the files: hashes, and the total bytes."""
+    import pyfastcdc
+
+    cdc = pyfastcdc.FastCDC(avg_size=64 * 1024)
+    hashes: set[bytes] = set()
+    total = 0
+    for f in files:
+        data = f.read_bytes()
+        total += len(data)
+        hashes |= {hashlib.sha256(c.data).digest() for c in cdc.cut_buf(data)}
+    return hashes, total
+
+
+def new_chunk_bytes(before: set[bytes], files: list[Path]) -> tuple[int, int]:
+    import pyfastcdc
+
+    cdc = pyfastcdc.FastCDC(avg_size=64 * 1024)
+    new = total = 0
+    for f in files:
+        data = f.read_bytes()
+        total += len(data)
+        new += sum(c.length for c in cdc.cut_buf(data) if hashlib.sha256(c.data).digest() not in before)
+    return new, total
+
+
+def change_set(url: str, api_url: str, flickr_rows: int) -> dict:
+    """Apply the day's changes the way Openverse's ingestion stamps them (updated_on = now())."""
+    import sqlalchemy as sa
+
+    n_upd, n_new, n_del = max(1, flickr_rows // 1000), max(1, flickr_rows // 1000), max(1, flickr_rows // 2000)
+    cols = (
+        "identifier, created_on, updated_on, ingestion_type, provider, source, foreign_identifier, "
+        "foreign_landing_url, url, thumbnail, width, height, filesize, license, license_version, creator, "
+        "creator_url, title, meta_data, tags, watermarked, last_synced_with_source, removed_from_source, "
+        "filetype, category, standardized_popularity"
+    )
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        # A sample spread over the whole partition (random positions, as re-ingestion and dead links are).
+        conn.execute(
+            sa.text(
+                "CREATE TEMP TABLE pick AS SELECT identifier, row_number() OVER () AS n FROM "
+                "(SELECT identifier FROM image WHERE provider = 'flickr' ORDER BY md5(identifier::text) "
+                "LIMIT :k) s"
+            ),
+            {"k": n_upd + n_del + 1},
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE image SET updated_on = now(), title = coalesce(title, '') || ' (edited)', "
+                "standardized_popularity = standardized_popularity / 2 "
+                "WHERE identifier IN (SELECT identifier FROM pick WHERE n <= :u)"
+            ),
+            {"u": n_upd},
+        )
+        conn.execute(
+            sa.text(
+                f"INSERT INTO deleted_image ({cols}, deleted_on, deleted_reason) SELECT {cols}, now(), 'dead link' "
+                "FROM image WHERE identifier IN (SELECT identifier FROM pick WHERE n > :u AND n <= :d)"
+            ),
+            {"u": n_upd, "d": n_upd + n_del},
+        )
+        conn.execute(
+            sa.text("DELETE FROM image WHERE identifier IN (SELECT identifier FROM pick WHERE n > :u AND n <= :d)"),
+            {"u": n_upd, "d": n_upd + n_del},
+        )
+        taken = conn.scalar(sa.text("SELECT identifier::text FROM pick WHERE n = :t"), {"t": n_upd + n_del + 1})
+        new_cols = cols.replace("identifier, created_on, updated_on, ", "")
+        conn.execute(
+            sa.text(
+                f"INSERT INTO image ({cols}) SELECT gen_random_uuid(), now(), now(), "
+                + new_cols.replace("foreign_identifier", "foreign_identifier || '-new'").replace(
+                    "foreign_landing_url, url,", "foreign_landing_url, url || '?new',"
+                )
+                + " FROM image WHERE provider = 'flickr' ORDER BY md5(identifier::text) DESC LIMIT :k"
+            ),
+            {"k": n_new},
+        )
+        small = conn.execute(
+            sa.text(
+                "UPDATE image SET updated_on = now(), title = coalesce(title, '') || ' (fixed)' WHERE identifier IN "
+                "(SELECT identifier FROM image WHERE provider = :p ORDER BY identifier LIMIT 10)"
+            ),
+            {"p": SMALL},
+        ).rowcount
+    engine.dispose()
+    api = sa.create_engine(api_url)
+    with api.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO api_deletedimage (identifier, created_on, updated_on) VALUES (:i, now(), now())"),
+            {"i": taken},
+        )
+    api.dispose()
+    return {
+        "flickr_updated": n_upd,
+        "flickr_new": n_new,
+        "flickr_deleted": n_del,
+        "small_edited": small,
+        "takedowns": 1,
+    }
+
+
+def rows_read(data: Path) -> dict:
+    """What each provider's last raw refresh read, from its change record."""
+    out = {}
+    for f in sorted(data.glob("changes/image/*/changes.json")):
+        meta = json.loads(f.read_text())
+        out[f.parent.name] = {k: meta.get(k) for k in ("mode", "read", "changed", "deleted", "moved")}
+    return out
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.parquet"))
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--verify", action="store_true", help="also build the changed catalog from scratch and compare")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch databases and folders (debugging)")
+    args = ap.parse_args()
+    tag = uuid.uuid4().hex[:8]
+    cat_name, api_name = f"openverse_refresh_{tag}", f"openverse_refresh_api_{tag}"
+    cat_url = synth.create_database(ADMIN_URL, cat_name)
+    api_url = synth.create_database(ADMIN_URL, api_name)
+    tmp = Path(tempfile.mkdtemp(prefix="openverse-refresh-"))
+    log_file = tmp / "cli.log"
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    try:
+        import sqlalchemy as sa
+
+        from openverse_dataset.catalog.schema import create_api_tables
+
+        log(f"filling {args.rows:,} rows into {cat_name} ...")
+        synth.populate(cat_url, 1, args.rows, log=log)
+        api = sa.create_engine(api_url)
+        create_api_tables(api)
+        api.dispose()
+        eng = sa.create_engine(cat_url)
+        with eng.connect() as conn:
+            flickr_rows = conn.scalar(sa.text("SELECT count(*) FROM image WHERE provider = 'flickr'"))
+        eng.dispose()
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENVERSE_")}
+        (tmp / "dagster").mkdir()
+        env |= {
+            "OPENVERSE_CATALOG_URL": cat_url,
+            "OPENVERSE_API_DB_URL": api_url,
+            "OPENVERSE_DATA_DIR": str(tmp / "data"),
+            "OPENVERSE_RELEASE_DATE": "2026-12-01",
+            "DAGSTER_HOME": str(tmp / "dagster"),
+            "HF_HUB_OFFLINE": "1",
+        }
+        log("full build ...")
+        full = run_cli(["build", "--media", "image"], env, log_file)
+        log(f"  full build: {full['wall_s']:.1f}s, peak RSS {full['peak_rss_mib']} MiB")
+        before_files = release_files(tmp / "data", "flickr")
+        before, before_total = chunk_index(before_files)
+
+        changes = change_set(cat_url, api_url, flickr_rows)
+        changed = sum(changes.values())
+        log(f"change set: {changes}")
+        log("refresh ...")
+        refresh = run_cli(["build", "--media", "image"], env, log_file)
+        log(f"  refresh: {refresh['wall_s']:.1f}s, peak RSS {refresh['peak_rss_mib']} MiB")
+        read = rows_read(tmp / "data")
+        refreshed = {p: r for p, r in read.items() if r.get("mode") == "incremental" and r.get("read")}
+        catalog_rows_read = sum(r["read"] or 0 for r in refreshed.values())
+        after_files = release_files(tmp / "data", "flickr")
+        new, total = new_chunk_bytes(before, after_files)
+
+        report = {
+            "rows": args.rows,
+            "flickr_rows": flickr_rows,
+            "change_set": changes,
+            "rows_changed": changed,
+            "full_build": full,
+            "refresh": refresh,
+            "refresh_vs_full": round(refresh["wall_s"] / full["wall_s"], 4),
+            "refresh_by_provider": read,
+            "catalog_rows_read_by_refresh": catalog_rows_read,
+            "rows_read_vs_changed": round(catalog_rows_read / changed, 3),
+            "flickr_release_bytes_before": before_total,
+            "flickr_release_bytes": total,
+            "flickr_new_chunk_bytes": new,
+            "new_chunk_share": round(new / total, 4) if total else None,
+            "targets": {
+                "refresh<=10%_of_full": refresh["wall_s"] <= 0.10 * full["wall_s"],
+                "new_chunks<=2%": bool(total) and new / total <= 0.02,
+                "peak_rss<=512MiB": max(full["peak_rss_mib"], refresh["peak_rss_mib"]) <= 512,
+            },
+        }
+        if args.verify:
+            log("from-scratch build of the changed catalog ...")
+            env2 = env | {"OPENVERSE_DATA_DIR": str(tmp / "fresh"), "DAGSTER_HOME": str(tmp / "dagster2")}
+            (tmp / "dagster2").mkdir()
+            report["scratch_build"] = run_cli(["build", "--media", "image"], env2, log_file)
+            same = all(
+                tree_digest(tmp / "data" / s / "image" / p) == tree_digest(tmp / "fresh" / s / "image" / p)
+                for s in ("raw", "clean", "rejects")
+                for p in ("flickr", SMALL)
+            )
+            report["incremental_equals_scratch"] = same
+        out = HERE / "results" / f"refresh-{args.rows}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print()
+        print(f"rows {args.rows:,} (flickr {flickr_rows:,}); change set {changed:,} rows")
+        print(f"full build       {full['wall_s']:8.1f} s   peak RSS {full['peak_rss_mib']:5d} MiB")
+        print(
+            f"refresh          {refresh['wall_s']:8.1f} s   peak RSS {refresh['peak_rss_mib']:5d} MiB   "
+            f"= {report['refresh_vs_full']:.1%} of the full build"
+        )
+        print(f"rows read        {catalog_rows_read:,} for {changed:,} changed = {report['rows_read_vs_changed']:.2f}x")
+        print(f"new chunk bytes  {new:,} of {total:,} flickr release bytes = {report['new_chunk_share']:.1%}")
+        if args.verify:
+            print(f"incremental == from scratch: {report['incremental_equals_scratch']}")
+        print(f"written to {out}")
+    finally:
+        if not args.keep:
+            synth.drop_database(ADMIN_URL, cat_name)
+            synth.drop_database(ADMIN_URL, api_name)
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {cat_name}, {api_name} and {tmp}")
+
+
+if __name__ == "__main__":
+    main()
