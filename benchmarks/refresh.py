@@ -4,11 +4,11 @@
     .venv/bin/python benchmarks/refresh.py --rows 8000000    # the 4x check (long on a shared 2-core machine)
     .venv/bin/python benchmarks/refresh.py --rows 200000     # a quick smoke run
 
-Creates two scratch databases on 127.0.0.1:5432 (the catalog, and the API database with the takedown tables;
-both dropped at the end), fills the catalog server-side with the synthetic `image` table (`synth.py`, ~70%
-flickr) and the change-detection indexes `prepare-catalog` creates (`(provider, updated_on)` on the media
-table, `(provider, deleted_on)` on `deleted_image`), then, each in its own process with a persistent Dagster
-instance and data directory:
+Creates two scratch databases on 127.0.0.1:5432 from Openverse's own DDL (the catalog, and the API database
+with the takedown tables; both dropped at the end), fills the catalog server-side with the synthetic `image`
+rows (`synth.py`, ~70% flickr), adds only the change-detection indexes `prepare-catalog` creates
+(`(provider, updated_on)` on the media table, `(provider, deleted_on)` on `deleted_image`), then, each in its
+own process with a persistent Dagster instance and data directory:
 1. full build: `openverse-dataset build --media image`;
 2. the change set: 0.1% of flickr's rows updated (title, popularity, updated_on = now()), 0.1% new flickr rows,
    0.05% of flickr moved to `deleted_image`, 10 rows of a small provider edited, one takedown in
@@ -166,6 +166,19 @@ def change_set(url: str, api_url: str, flickr_rows: int) -> dict:
     }
 
 
+def prepare(url: str, log) -> None:
+    """`prepare-catalog`: the indexes change detection needs (the real DDL has none it can use)."""
+    import sqlalchemy as sa
+
+    from openverse_dataset.catalog.prepare import prepare_catalog
+
+    prepare_catalog(url, ["image"], echo=lambda sql: log(f"  {sql}"))
+    engine = sa.create_engine(url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM (ANALYZE) image"))
+    engine.dispose()
+
+
 def rows_read(data: Path) -> dict:
     """What each provider's last raw refresh read, from its change record."""
     out = {}
@@ -201,13 +214,12 @@ def main() -> None:
     try:
         import sqlalchemy as sa
 
-        from openverse_dataset.catalog.schema import create_api_tables
+        from openverse_dataset_tests.upstream import API_DDL, apply_ddl
 
-        log(f"filling {args.rows:,} rows into {cat_name} ...")
+        log(f"creating {cat_name} and {api_name} from Openverse's DDL, filling {args.rows:,} rows ...")
+        apply_ddl(api_url, API_DDL)
         synth.populate(cat_url, 1, args.rows, log=log)
-        api = sa.create_engine(api_url)
-        create_api_tables(api)
-        api.dispose()
+        prepare(cat_url, log)
         eng = sa.create_engine(cat_url)
         with eng.connect() as conn:
             flickr_rows = conn.scalar(sa.text("SELECT count(*) FROM image WHERE provider = 'flickr'"))

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from openverse_dataset.catalog.prepare import prepare_catalog
 from openverse_dataset.catalog.refresh import RawState, refresh_raw
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.catalog.takedowns import snapshot_takedowns
@@ -51,23 +52,10 @@ def outputs(layout: DataLayout, provider: str) -> dict[str, str]:
     return out
 
 
-def _prepare(cat) -> None:
-    """The indexes `prepare-catalog` creates for change detection (the real DDL has neither)."""
-    try:
-        from openverse_dataset.catalog.prepare import prepare_catalog
-    except ImportError:  # before prepare.py lands: the same two indexes by hand
-        cat.execute("CREATE INDEX IF NOT EXISTS image_provider_updated_on ON image (provider, updated_on)")
-        cat.execute(
-            "CREATE INDEX IF NOT EXISTS deleted_image_provider_deleted_on ON deleted_image (provider, deleted_on)"
-        )
-    else:
-        prepare_catalog(cat.catalog_url)
-
-
 @pytest.fixture
 def catalog(upstream_catalog):
     """Openverse's own DDL (catalog and API databases) plus prepare-catalog's indexes, with 1,540 rows."""
-    _prepare(upstream_catalog)
+    prepare_catalog(upstream_catalog.catalog_url)  # the indexes change detection needs, as deployed
     data = rows(1500) + rows(40, provider="wikimedia")
     for i, r in enumerate(data):
         if i % 97 == 0:
@@ -154,3 +142,12 @@ def test_full_rebuild_when_due_when_watermark_goes_back_or_files_do_not_match(ca
     back, _ = build(catalog, layout, "flickr", NOW)
     assert back.reason == "updated_on watermark went backwards"
     assert state.version != back.state.version
+
+
+def test_unprepared_catalog_falls_back_to_full_reads_and_says_what_to_run(upstream_catalog, tmp_path):
+    upstream_catalog.insert_media("image", rows(300))
+    layout = DataLayout(tmp_path / "d")
+    build(upstream_catalog, layout, "flickr", NOW - timedelta(days=1))
+    again, (_, mode, _) = build(upstream_catalog, layout, "flickr", NOW)
+    assert again.mode == "full" and mode == "full"
+    assert "not prepared" in again.reason and "prepare-catalog" in again.reason

@@ -39,6 +39,7 @@ from openverse_dataset.catalog.extract import (
     extract_partition,
     raw_columns,
 )
+from openverse_dataset.catalog.prepare import MissingIndexes, require_indexes
 from openverse_dataset.catalog.schema import DELETED_TABLES, MEDIA_TABLES
 from openverse_dataset.catalog.watermarks import (
     TakedownMark,
@@ -229,6 +230,8 @@ def read_changes(url: str, media: MediaType, state: RawState, provider: str, ove
     changed_rows = 0
     try:
         with engine.connect().execution_options(**options) as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                require_indexes(conn, url, media)  # never a silent scan of the whole table per refresh
             q = _delta_queries(media, provider, _other_providers(conn, media, provider), since_u, since_d)
             max_u, max_d = conn.execute(q["watermark"]).one()
             t = MEDIA_TABLES[media.name]
@@ -328,10 +331,15 @@ def refresh_raw(
         staging = layout.staging_dir(f"changes-{media.name}")
         try:
             counts = read_changes(url, media, state, provider, overlap, staging)
+        except MissingIndexes as exc:  # still correct without them, just a whole read: say what to run
+            release_staging(staging)
+            counts = {"too_big": False, "unprepared": str(exc).splitlines()[0]}
         except BaseException:
             release_staging(staging)
             raise
-        if counts["too_big"]:
+        if counts.get("unprepared"):
+            reason = f"catalog not prepared for incremental reads ({counts['unprepared']})"
+        elif counts["too_big"]:
             release_staging(staging)
             reason = f"change larger than {MAX_CHANGE_SHARE:.0%} of the partition"
         else:
@@ -421,7 +429,7 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
 
 def providers_to_refresh(
     catalog_url: str, api_url: str, media: MediaType, providers: list[str], recorded: dict[str, str], layout: DataLayout
-) -> tuple[dict[str, str], TakedownMark]:
+) -> tuple[dict[str, str], TakedownMark | None]:
     """Which providers `openverse-dataset build` must refresh, and why; plus the takedown mark seen now.
 
     The same decision the sensors make: a provider whose catalog watermark differs from the one its last raw
@@ -429,8 +437,11 @@ def providers_to_refresh(
     build's takedown mark (found by identifier, as the takedown sensor does). Save the returned mark with
     `save_takedown_mark` once the refresh succeeded.
     """
-    marks = catalog_watermarks(catalog_url, media)
-    now = takedown_mark(catalog_url, api_url, media)
+    try:
+        marks = catalog_watermarks(catalog_url, media)
+        now = takedown_mark(catalog_url, api_url, media)
+    except MissingIndexes as exc:  # no cheap way to tell what changed: refresh everything (and say why)
+        return {p: f"catalog not prepared: {str(exc).splitlines()[0]}" for p in providers}, None
     why: dict[str, str] = {}
     for p in providers:
         if p not in recorded:
