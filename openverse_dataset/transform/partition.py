@@ -360,6 +360,29 @@ def _write_rejects(
         writer.write(table)
 
 
+class _Output:
+    """The staging folders of one clean (license folders of kept rows, rejects) and every writer into them."""
+
+    def __init__(self, layout: DataLayout, media: MediaType, **writer_kw) -> None:
+        self.clean = layout.staging_dir(f"clean-{media.name}")
+        self.rejects_dir = layout.staging_dir(f"rejects-{media.name}")
+        self.clean.mkdir(parents=True)
+        self.rejects_dir.mkdir(parents=True)
+        self.schema, self.kw = clean_schema(media), writer_kw
+        self.writers: list[ShardWriter] = []
+        self.rejects = ShardWriter(self.rejects_dir, reject_schema(media), **writer_kw)
+
+    def new_writer(self, folder: str, root: Path | None = None) -> ShardWriter:
+        self.writers.append(ShardWriter((root or self.clean) / folder, self.schema, **self.kw))
+        return self.writers[-1]
+
+    def abort(self) -> None:
+        for w in [*self.writers, self.rejects]:
+            w.abort()
+        release_staging(self.clean)
+        release_staging(self.rejects_dir)
+
+
 def clean_partition(
     layout: DataLayout,
     media: MediaType,
@@ -377,17 +400,9 @@ def clean_partition(
     raw_dir = layout.require_dir(layout.raw_dir(media.name, provider), f"raw extract of {media.name}/{provider!r}")
     raw_files = sorted(raw_dir.glob("part-*.parquet"))
     tk = _takedown_frame(takedowns)
-    clean_staging = layout.staging_dir(f"clean-{media.name}")
-    rej_staging = layout.staging_dir(f"rejects-{media.name}")
-    clean_staging.mkdir(parents=True)
-    rej_staging.mkdir(parents=True)
-    writers: list[ShardWriter] = []
+    out = _Output(layout, media, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
+    clean_staging, rej_staging, rejects, new_writer = out.clean, out.rejects_dir, out.rejects, out.new_writer
     cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns))
-    rejects = ShardWriter(rej_staging, cpass.rej_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
-
-    def new_writer(folder: str, root: Path = clean_staging) -> ShardWriter:
-        writers.append(ShardWriter(root / folder, cpass.schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows))
-        return writers[-1]
 
     try:
         cpass.run(_prefetched(_raw_batches(raw_files, media, batch_rows)), progress, start)
@@ -417,11 +432,8 @@ def clean_partition(
             ]
         )
     except BaseException:
-        for w in [*writers, rejects]:
-            w.abort()
+        out.abort()
         cpass.abort()
-        release_staging(clean_staging)
-        release_staging(rej_staging)
         raise
     result.seconds = time.perf_counter() - start
     result.rows_cleaned = result.rows_in
@@ -586,17 +598,9 @@ def _clean_changes(
     delta_raw = sort_by_key(pa.concat_tables([changed, again]), ORDER_KEY)
     affected = pa.array(sorted(set(removed.to_list()) | set(recheck.to_list())), pa.string())
 
-    clean_staging = layout.staging_dir(f"clean-{media.name}")
-    rej_staging = layout.staging_dir(f"rejects-{media.name}")
-    clean_staging.mkdir(parents=True)
-    rej_staging.mkdir(parents=True)
-    writers: list[ShardWriter] = []
+    out = _Output(layout, media, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
+    clean_staging, rej_staging, rejects, new_writer = out.clean, out.rejects_dir, out.rejects, out.new_writer
     cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns))
-    rejects = ShardWriter(rej_staging, cpass.rej_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
-
-    def new_writer(folder: str, root: Path = clean_staging) -> ShardWriter:
-        writers.append(ShardWriter(root / folder, cpass.schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows))
-        return writers[-1]
 
     try:
         cpass.run(iter(delta_raw.to_batches(max_chunksize=batch_rows)))
@@ -630,11 +634,8 @@ def _clean_changes(
         record_shards(rej_staging, REJECTS_GLOB)
         replace_dirs([(clean_staging, clean_dir), (rej_staging, rej_dir)])
     except BaseException:
-        for w in [*writers, rejects]:
-            w.abort()
+        out.abort()
         cpass.abort()
-        release_staging(clean_staging)
-        release_staging(rej_staging)
         raise
     # Totals describe the whole partition (as after a full clean); repairs and tags count the rows cleaned now.
     result.repairs, result.tags_dropped, rows_cleaned = delta_counts
