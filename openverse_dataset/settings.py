@@ -57,6 +57,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENVERSE_S3_PREFIX", "openverse", "key prefix of the S3 dumps", "openverse"),
     Setting("OPENVERSE_RELEASE_DATE", "today (UTC)", "date (YYYY-MM-DD) the card and release tag carry", "2026-11-27"),
     Setting(
+        "OPENVERSE_FULL_REBUILD_DAYS",
+        "7",
+        "re-read a provider partition whole when its last full rebuild is this many days old (0: always)",
+        "7",
+    ),
+    Setting(
+        "OPENVERSE_REFRESH_OVERLAP_MINUTES",
+        "10",
+        "an incremental refresh re-reads rows stamped this long before its watermark",
+        "10",
+    ),
+    Setting(
         "OPENVERSE_MIN_FREE_MB",
         "the data dir's current raw+clean size plus 1024",
         "free space (MiB) a build needs in the data dir; doctor and build check it",
