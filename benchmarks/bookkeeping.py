@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synth import PROVIDERS
 
-from openverse_dataset.layout import DataLayout, replace_dir
+from openverse_dataset.layout import DataLayout, release_staging, replace_dir
 from openverse_dataset.media import IMAGE
 from openverse_dataset.parquet import ShardWriter, sha256_file
 from openverse_dataset.publish.targets import LocalTarget
@@ -123,6 +123,8 @@ def write_provider(
     record_shards(rej_staging, REJECTS_GLOB)
     replace_dir(staging, layout.clean_dir(MEDIA, provider))
     replace_dir(rej_staging, layout.rejects_dir(MEDIA, provider))
+    release_staging(staging)
+    release_staging(rej_staging)
 
 
 def small_change(table: pa.Table) -> tuple[pa.Table, pa.Table]:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from openverse_dataset.layout import DataLayout, replace_dir
+from openverse_dataset.layout import DataLayout, release_staging, replace_dir
 from openverse_dataset.media import IMAGE
 from openverse_dataset.parquet import sha256_file, write_batches
 from openverse_dataset.publish.targets import (
@@ -78,6 +78,8 @@ def write_provider(layout: DataLayout, provider: str, rows: list[dict], rejects:
     record_shards(rej, REJECTS_GLOB)
     replace_dir(staging, layout.clean_dir(MEDIA, provider))
     replace_dir(rej, layout.rejects_dir(MEDIA, provider))
+    release_staging(staging)
+    release_staging(rej)
 
 
 def write_takedowns(layout: DataLayout, pairs: list[tuple[str, str]]) -> None:

@@ -4,8 +4,6 @@ Only wiring: the bodies are the pure functions of `openverse_dataset.release.ver
 """
 
 import json
-import shutil
-import uuid
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -14,7 +12,7 @@ from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.defs.common import key, md_table
 from openverse_dataset.defs.release import current_providers, load_stats
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, PublishTargetResource
-from openverse_dataset.layout import DataLayout
+from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release import verify
 from openverse_dataset.release.subsets import clean_files
@@ -98,13 +96,14 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
         )
         if not view.data:
             return dg.AssetCheckResult(passed=False, metadata={"note": "no release to check"})
-        scratch = DataLayout(data_dir.layout.root / ".checks" / uuid.uuid4().hex)
+        scratch_root = data_dir.layout.staging_dir("checks")  # owned by this run, removed by release_staging
+        scratch = DataLayout(scratch_root)
         try:
             snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, scratch)
             with duckdb.get_connection() as conn:
                 v = verify.takedown_leaks(conn, [str(p) for p in view.data], scratch.takedowns_file(media.name))
         finally:
-            shutil.rmtree(scratch.root, ignore_errors=True)
+            release_staging(scratch_root)
         return _result(v, takedown_rows_checked=snap.total)
 
     return [no_takedowns, licenses_valid, card_matches, release_no_takedowns]
