@@ -228,7 +228,7 @@ def build(
                 wanted = [p for p in found if p in why]
                 if mark is None and wanted:
                     console.print(f"[yellow]{media}: {why[wanted[0]]}; refreshing every provider[/yellow]")
-                console.print(f"{media}: {len(wanted)} of {len(found)} providers changed since the last build")
+                Console().print(f"{media}: {len(wanted)} of {len(found)} providers changed since the last build")
             refresh = defs.resolve_job_def(refresh_job_name(media))
             with Progress(
                 TextColumn("[bold]{task.description}"),
