@@ -179,6 +179,30 @@ def prepare(url: str, log) -> None:
     engine.dispose()
 
 
+_STEPS = """
+import json, sys
+import dagster as dg
+since = float(sys.argv[1])
+inst = dg.DagsterInstance.get()
+out = {}
+for rec in inst.get_run_records():
+    if rec.create_timestamp.timestamp() < since:
+        continue
+    run = rec.dagster_run
+    name = run.job_name + ("/" + run.tags["dagster/partition"] if "dagster/partition" in run.tags else "")
+    out[name] = {s.step_key: round(s.end_time - s.start_time, 2) for s in inst.get_run_step_stats(run.run_id)}
+print(json.dumps(out))
+"""
+
+
+def step_seconds(env: dict, since: float) -> dict:
+    """Seconds of each step of the runs started after `since` (read in a child: this process stays small)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _STEPS, str(since)], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def rows_read(data: Path) -> dict:
     """What each provider's last raw refresh read, from its change record."""
     out = {}
@@ -245,6 +269,7 @@ def main() -> None:
         changed = sum(changes.values())
         log(f"change set: {changes}")
         log("refresh ...")
+        since = time.time()
         refresh = run_cli(["build", "--media", "image"], env, log_file)
         log(f"  refresh: {refresh['wall_s']:.1f}s, peak RSS {refresh['peak_rss_mib']} MiB")
         read = rows_read(tmp / "data")
@@ -262,6 +287,7 @@ def main() -> None:
             "refresh": refresh,
             "refresh_vs_full": round(refresh["wall_s"] / full["wall_s"], 4),
             "refresh_by_provider": read,
+            "refresh_step_seconds": step_seconds(env, since),
             "catalog_rows_read_by_refresh": catalog_rows_read,
             "rows_read_vs_changed": round(catalog_rows_read / changed, 3),
             "flickr_release_bytes_before": before_total,
