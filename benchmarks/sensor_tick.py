@@ -91,7 +91,7 @@ def build(catalog_url: str, api_url: str, rows: int) -> dict:
 
 
 def measure(catalog_url: str, api_url: str, ticks: int) -> dict:
-    from openverse_dataset.catalog.prepare import missing_indexes, prepare_catalog
+    from openverse_dataset.catalog.prepare import INDEXES, missing_indexes, prepare_catalog
     from openverse_dataset.catalog.watermarks import catalog_watermarks, takedown_mark
     from openverse_dataset.definitions import defs as load_defs
     from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key
@@ -131,6 +131,11 @@ def measure(catalog_url: str, api_url: str, ticks: int) -> dict:
         prepare_catalog(catalog_url, ["image"], echo=lambda stmt: print(f"  {stmt}", flush=True))
         out["prepare_seconds"] = round(time.perf_counter() - s, 1)
         out["missing_after"] = [i.name for i in missing_indexes(engine, IMAGE)]
+        with engine.connect() as c:  # what the DBA pays in disk, per row of each table
+            for i in INDEXES["image"]:
+                size = c.scalar(sa.text("SELECT pg_relation_size(CAST(:n AS regclass))"), {"n": i.name})
+                rows = c.scalar(sa.text(f"SELECT count(*) FROM {i.table}"))
+                out[f"{i.name}_bytes_per_row"] = round(size / max(rows, 1), 1)
         wm_s, _ = timed(lambda: catalog_watermarks(catalog_url, IMAGE), ticks)
         out["watermark_seconds_with_indexes"] = round(wm_s, 4)
         td_s, _ = timed(lambda: takedown_mark(catalog_url, api_url, IMAGE), ticks)
@@ -184,6 +189,7 @@ def main() -> None:
     summary = {
         "command": "benchmarks/sensor_tick.py --rows " + " ".join(map(str, args.rows)),
         "target_tick_seconds": TARGET_S,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],  # 2 cores shared: ticks are slower loaded
         "runs": results,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
