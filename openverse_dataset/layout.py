@@ -128,11 +128,19 @@ class DataLayout:
     def takedowns_file(self, media: str) -> Path:
         return self._inside("takedowns", f"{media}.parquet")
 
+    def takedowns_mark_file(self, media: str) -> Path:
+        """The takedown tables' mark when the snapshot in `takedowns_file` was taken (where the fast path resumes)."""
+        return self._inside("takedowns", f"{media}.mark.json")
+
     def providers_file(self, media: str) -> Path:
         return self._inside("providers", f"{media}.json")
 
     def subsets_file(self, media: str) -> Path:
         return self._inside("subsets", f"{media}.json")
+
+    def holdback_file(self, media: str) -> Path:
+        """Which providers the pending release holds back and why (written by subsets, read by card/release)."""
+        return self._inside("subsets", f"{media}.holdback.json")
 
     def card_file(self, media: str) -> Path:
         return self._inside("cards", media, "README.md")

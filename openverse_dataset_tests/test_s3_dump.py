@@ -119,6 +119,7 @@ def test_s3_dump_asset_through_s3resource(s3, moto_url: str, tmp_path: Path, mon
     monkeypatch.setenv("OPENVERSE_S3_PREFIX", "openverse")
     resources = {"data_dir": DataDirResource(path=str(layout.root)), "s3": S3Resource(endpoint_url=moto_url)}
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("audio_providers", ["jamendo", "../odd"])  # the provider set
         res = dg.materialize([s3_dump_asset(AUDIO)], resources=resources, instance=instance)
         assert res.success
         meta = res.asset_materializations_for_node("audio__s3_dump")[0].metadata

@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.defs.common import key, md_table
-from openverse_dataset.defs.release import current_providers, load_stats
+from openverse_dataset.defs.release import load_stats
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, PublishTargetResource
 from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import MEDIA_TYPES, MediaType
@@ -19,7 +19,7 @@ from openverse_dataset.release.subsets import clean_files
 
 
 def _clean_paths(data_dir: DataDirResource, media: MediaType) -> list[str]:
-    files = clean_files(data_dir.layout, media.name, current_providers(data_dir, media))
+    files = clean_files(data_dir.layout, media.name, load_stats(data_dir, media).providers)
     return [str(f) for fs in files.values() for f in fs]
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from openverse_dataset.catalog.takedowns import snapshot_takedowns
+from openverse_dataset.catalog.snapshot_marks import mark_to_json, snapshot_mark, snapshot_with_mark
 from openverse_dataset.defs.common import (
     OWNERS,
     PROVIDER_PARTITIONS,
@@ -75,8 +75,9 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
         fresh = context.run.tags.get(REFRESH_TAKEDOWNS_TAG) == "true"  # set by the takedown sensor
         if fresh or not layout.takedowns_file(media.name).exists():
             # Never clean without the exclusion list: take the snapshot the takedowns asset would take.
-            snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, layout)
+            snap, _ = snapshot_with_mark(catalog.catalog_url(), catalog.takedown_url(), media, layout)
             context.log.info(f"took a fresh takedown snapshot: {snap.counts}")
+        mark = snapshot_mark(layout, media)  # before the snapshot is read: where the takedown sensor resumes
 
         def progress(rows: int, seconds: float) -> None:
             context.log.info(
@@ -114,6 +115,7 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 "bytes": r.bytes,
                 "seconds": round(r.seconds, 3),
                 "preview": preview_md(r.preview, PREVIEW_COLUMNS),
+                "takedown_mark": mark_to_json(mark) if mark else "",
                 "path": dg.MetadataValue.path(str(layout.clean_dir(media.name, provider))),
             },
         )

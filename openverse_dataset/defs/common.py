@@ -12,6 +12,15 @@ OWNERS = ["team:openverse"]
 CATALOG_POOL = "catalog_db"  # serialises reads of the catalog database (limit set in dagster.yaml)
 PUBLISH_POOL = "publish"  # one release at a time per target
 
+# Like `eager()` without "no dependency partition missing": a provider never refreshed, or whose first refresh
+# failed, must not stop the release of every other provider (eager() would wait for it forever). Still waits
+# while a dependency is being refreshed, so a release does not race the refresh it follows.
+READY = (
+    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("ready (missing provider partitions do not block)")
+
 PROVIDER_PARTITIONS: dict[str, dg.DynamicPartitionsDefinition] = {
     m: dg.DynamicPartitionsDefinition(name=f"{m}_providers") for m in MEDIA_TYPES
 }

@@ -47,7 +47,7 @@ def s3_dump_asset(media: MediaType) -> dg.AssetsDefinition:
         prefix = config.prefix or os.environ.get("OPENVERSE_S3_PREFIX", "openverse")
         if not bucket:
             raise ValueError("set OPENVERSE_S3_BUCKET (and optionally OPENVERSE_S3_PREFIX) to dump to S3")
-        files = dump_files(data_dir.layout, media.name, current_providers(data_dir, media))
+        files = dump_files(data_dir.layout, media.name, current_providers(context.instance, media))
         res = upload_dump(s3.get_client(), bucket, prefix, media.name, files)
         context.log.info(f"s3://{bucket}: {len(res.uploaded)} uploaded, {len(res.skipped)} unchanged")
         rows = {"raw": 0, "clean": 0}

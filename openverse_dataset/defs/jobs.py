@@ -22,7 +22,7 @@ def refresh_and_publish_job_name(media: str) -> str:
     return f"{media}_refresh_provider_and_publish"
 
 
-def jobs() -> list:
+def _build_jobs() -> list:
     out = [
         dg.define_asset_job(
             discover_job_name(),
@@ -63,6 +63,18 @@ def jobs() -> list:
     return out
 
 
+# Built once: sensors target these same objects (two definitions of one job name would conflict).
+JOBS = {j.name: j for j in _build_jobs()}
+
+
+def jobs() -> list:
+    return list(JOBS.values())
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=jobs())
+    # Every chain is linear (raw -> clean, subsets -> card -> release, each with its checks), so a step per
+    # process buys no parallelism and costs an interpreter start per step (7 in a publish run): runs execute
+    # their steps in one process. Parallelism comes from runs (one per provider partition), capped by the
+    # instance's run queue and pools.
+    return dg.Definitions(jobs=jobs(), executor=dg.in_process_executor)

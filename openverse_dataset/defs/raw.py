@@ -16,6 +16,7 @@ from openverse_dataset.defs.common import (
     md_table,
 )
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, catalog_kind
+from openverse_dataset.faults import raise_if_injected
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
 
@@ -54,6 +55,7 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: RawConfig, catalog: CatalogResource, data_dir: DataDirResource
     ) -> dg.MaterializeResult:
         provider = context.partition_key
+        raise_if_injected("extract", provider)  # drills only: OPENVERSE_FAULT_FILE
         last_log = [0.0]
 
         def progress(rows: int, seconds: float) -> None:

@@ -8,19 +8,30 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from openverse_dataset.defs.common import OWNERS, PUBLISH_POOL, card_md, counts_table, key, md_table
+from openverse_dataset.defs.common import (
+    OWNERS,
+    PROVIDER_PARTITIONS,
+    PUBLISH_POOL,
+    READY,
+    card_md,
+    counts_table,
+    key,
+    md_table,
+)
 from openverse_dataset.defs.resources import DataDirResource, PublishTargetResource
+from openverse_dataset.defs.status import provider_states
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release.card import render_card
 from openverse_dataset.release.changes import ReleaseFiles, prepare_changes
+from openverse_dataset.release.holdback import HoldbackReport, decide
 from openverse_dataset.release.subsets import SubsetStats, compute_subsets
 from openverse_dataset.release.tree import release_files
 from openverse_dataset.transform.clean import REJECT_REASONS
 
-# Publish when the card changed (and nothing upstream is still running), and weekly on Tuesday 06:00 UTC after
-# Openverse's Monday data refresh; never while a blocking check upstream is failing.
+# Publish when the card changed (nothing upstream still running; a missing provider does not block), and
+# weekly on Tuesday 06:00 UTC after Openverse's Monday data refresh; never while a blocking check upstream fails.
 RELEASE_CONDITION = (
-    dg.AutomationCondition.eager() | dg.AutomationCondition.on_cron("0 6 * * 2")
+    READY | dg.AutomationCondition.on_cron("0 6 * * 2")
 ) & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
@@ -49,11 +60,22 @@ def load_stats(data_dir: DataDirResource, media: MediaType) -> SubsetStats:
     return SubsetStats.from_json(path.read_text())
 
 
-def current_providers(data_dir: DataDirResource, media: MediaType) -> list[str]:
-    path = data_dir.layout.providers_file(media.name)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: materialize {media.name}/providers first")
-    return json.loads(path.read_text())["providers"]
+def current_providers(instance: dg.DagsterInstance, media: MediaType) -> list[str]:
+    """The provider set: the media type's dynamic partitions (the stale-provider sensor adds and removes them)."""
+    return sorted(instance.get_dynamic_partitions(PROVIDER_PARTITIONS[media.name].name))
+
+
+def load_holdback(data_dir: DataDirResource, media: MediaType) -> HoldbackReport:
+    """The providers the pending release holds back (none recorded: none held back)."""
+    path = data_dir.layout.holdback_file(media.name)
+    return HoldbackReport.from_json(path.read_text()) if path.exists() else HoldbackReport(released=[])
+
+
+def holdback_table(report: HoldbackReport) -> dg.MetadataValue:
+    return md_table(
+        ["provider", "in this release", "why", "since"],
+        [[h.provider, h.kept, h.reason, h.since or "-"] for h in report.held_back] or [["(none)", "", "", ""]],
+    )
 
 
 def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
@@ -64,7 +86,7 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
         kinds={"duckdb", "parquet"},
         owners=OWNERS,
         code_version="1",
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=READY,
         description=(
             "The license subsets (Hub configs) of the release: `all`, `commercial`, `modification`, "
             "`commercial-modification`, `public-domain` and one per license present. Configs are glob "
@@ -76,14 +98,16 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, data_dir: DataDirResource, duckdb: DuckDBResource
     ) -> dg.MaterializeResult:
         start = time.perf_counter()
-        providers = current_providers(data_dir, media)
+        # Every current provider partition; one whose latest refresh failed keeps its last cleaned files.
+        holdback = decide(provider_states(context.instance, media, data_dir.layout))
         with duckdb.get_connection() as conn:
-            stats = compute_subsets(conn, data_dir.layout, media.name, providers)
-        if stats.missing_providers:
-            context.log.warning(f"not cleaned yet, left out: {', '.join(stats.missing_providers)}")
+            stats = compute_subsets(conn, data_dir.layout, media.name, holdback.released)
+        if holdback.held_back:
+            context.log.warning(holdback.summary())
         path = data_dir.layout.subsets_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(stats.to_json())
+        data_dir.layout.holdback_file(media.name).write_text(holdback.to_json())
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.rows,
@@ -99,6 +123,8 @@ def subsets_asset(media: MediaType) -> dg.AssetsDefinition:
                 "providers": len(stats.providers),
                 "providers_missing": len(stats.missing_providers),
                 "providers_missing_names": ", ".join(stats.missing_providers) or "(none)",
+                "providers_held_back": len(holdback.held_back),
+                "held_back": holdback_table(holdback),
                 "seconds": round(time.perf_counter() - start, 3),
             }
         )
@@ -114,7 +140,7 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
         kinds={"huggingface", "markdown"},
         owners=OWNERS,
         code_version="1",
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=READY,
         description=(
             "The dataset card (README.md of the dataset repository): YAML front matter with licenses, "
             "configs and sizes, and a body generated from this release's numbers: configs, providers, "
@@ -147,6 +173,7 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
             release_date=release_date(),
             cleaning=stats.rejected_by_reason,
             changelog=changelog,
+            notes=load_holdback(data_dir, media).card_lines(),
         )
         path = data_dir.layout.card_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,6 +260,9 @@ def release_asset(media: MediaType) -> dg.AssetsDefinition:
                 sort_keys=True,
             )
         )
+        holdback = load_holdback(data_dir, media)
+        if holdback.held_back:
+            context.log.warning(holdback.summary())
         verb = "planned (dry run)" if config.dry_run else "released"
         context.log.info(f"{verb} {len(files)} files to {target.label}/{media.repo_name}: {plan.summary()}")
         return dg.MaterializeResult(
@@ -244,6 +274,8 @@ def release_asset(media: MediaType) -> dg.AssetsDefinition:
                 "release_tag": res.tag or tag,
                 "files": len(files),
                 "bytes": sum(f.size for f in files),
+                "providers_held_back": len(holdback.held_back),
+                "held_back": holdback_table(holdback),
                 "upload_files": len(plan.upload_files),
                 "upload_bytes": plan.upload_bytes,
                 **{f"files_{k}": v for k, v in plan.summary().items()},

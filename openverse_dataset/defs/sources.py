@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
 from openverse_dataset.catalog.providers import discover_providers
 from openverse_dataset.catalog.schema import MEDIA_TABLES
-from openverse_dataset.catalog.takedowns import snapshot_takedowns
+from openverse_dataset.catalog.snapshot_marks import snapshot_with_mark
 from openverse_dataset.catalog.watermarks import catalog_watermarks
 from openverse_dataset.defs.common import (
     CATALOG_POOL,
@@ -177,7 +177,7 @@ def takedowns_asset(media: MediaType) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, catalog: CatalogResource, data_dir: DataDirResource
     ) -> dg.MaterializeResult:
         start = time.perf_counter()
-        snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, data_dir.layout)
+        snap, _ = snapshot_with_mark(catalog.catalog_url(), catalog.takedown_url(), media, data_dir.layout)
         context.log.info(f"takedown snapshot: {snap.counts}; hidden sources: {list(snap.hidden_sources)}")
         if not snap.content_provider_found:
             context.log.warning(

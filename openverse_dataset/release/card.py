@@ -141,8 +141,12 @@ def render_card(
     release_date: date,
     cleaning: dict | None = None,
     changelog: Changelog | None = None,
+    notes: list[str] | None = None,
 ) -> str:
-    """The whole README.md: YAML front matter and a body generated from `stats` (cleaning counts, changelog)."""
+    """The whole README.md: YAML front matter and a body generated from `stats` (cleaning counts, changelog).
+
+    `notes`: extra markdown lines placed after the changelog (the providers a release holds back, and why).
+    """
     meta = front_matter(media, stats)
     fm = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     by_provider = stats.rows_by_provider()
@@ -195,6 +199,7 @@ def render_card(
         lines += [f"Configs with no works in this release (so not listed): {', '.join(absent)}.", ""]
     if changelog is not None:
         lines += changelog_section(changelog)
+    lines += notes or []
     lines += [
         "## Rows per provider",
         "",

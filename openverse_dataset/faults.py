@@ -1,0 +1,36 @@
+"""Fault injection for drills and the end-to-end test: make one provider's extract fail, by configuration.
+
+`OPENVERSE_FAULT_FILE` names a JSON file such as `{"extract": ["smithsonian"]}`; while the file lists a provider,
+its extract raises `InjectedFault` before reading the catalog. The file is read at each extract, so a drill can
+start and stop a fault without restarting anything. Unset (production), this costs one environment lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+FAULT_FILE_ENV = "OPENVERSE_FAULT_FILE"
+
+
+class InjectedFault(RuntimeError):
+    """A failure requested through `OPENVERSE_FAULT_FILE` (never raised unless that variable is set)."""
+
+
+def injected(stage: str, provider: str) -> bool:
+    """Whether the fault file asks `stage` (e.g. "extract") of `provider` to fail."""
+    path = os.environ.get(FAULT_FILE_ENV)
+    if not path or not Path(path).is_file():
+        return False
+    try:
+        faults = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return provider in (faults.get(stage) or [])
+
+
+def raise_if_injected(stage: str, provider: str) -> None:
+    """Raise `InjectedFault` when the fault file lists `provider` under `stage`."""
+    if injected(stage, provider):
+        raise InjectedFault(f"injected {stage} fault for provider {provider!r} ({FAULT_FILE_ENV})")
