@@ -51,3 +51,7 @@ def test_run_failure_alerts_only_after_the_last_retry():
     alert = run_failure_alert(last, "raw: boom")
     assert alert is not None and "deviantart" in alert.title and "attempt 2 of 2" in alert.text()
     assert "held back" in alert.text()
+    auto = dg.DagsterRun(
+        job_name="__ASSET_JOB", run_id="r3", asset_selection=frozenset({dg.AssetKey(["image", "release"])})
+    )
+    assert run_failure_alert(auto, "check failed").title == "openverse-dataset: automation run of image/release failed"

@@ -37,7 +37,7 @@ DEPLOY = REPO / "deploy" / "dagster.yaml"
 EDITED, HELD, TAKEN, REMOVED = "mccordmuseum", "deviantart", "500px", "500px"  # small, none all-rejected
 NEW = "digitaltmuseum"
 INITIAL = [EDITED, HELD, TAKEN]
-STEP_TIMEOUT = 180  # seconds one scenario may take on a loaded 2-core machine
+STEP_TIMEOUT = 240  # seconds one scenario may take on a loaded 2-core machine
 FIRST_TIMEOUT = 300  # the first release: every provider's first refresh, then the publish run
 SECRET_PATH = "/hooks/T000-secret-token"  # stands in for a Slack webhook URL: must never be logged
 

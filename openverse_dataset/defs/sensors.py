@@ -236,7 +236,10 @@ def run_failure_alert(run: dg.DagsterRun, error: str) -> Alert | None:
     if attempt < allowed:
         return None
     partition = run.tags.get("dagster/partition")
-    what = f"{run.job_name}" + (f" for provider {partition}" if partition else "")
+    job = run.job_name
+    if job.startswith("__") and run.asset_selection:  # an automation run: name what it materializes
+        job = "automation run of " + ", ".join(sorted(k.to_user_string() for k in run.asset_selection))
+    what = job + (f" for provider {partition}" if partition else "")
     lines = [f"error: {error or 'see the run logs'}", f"run: {run.run_id} (attempt {attempt + 1} of {allowed + 1})"]
     if partition:
         lines.append(f"{partition} is held back: the next release keeps its previous rows until a refresh succeeds")
