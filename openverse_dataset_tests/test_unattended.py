@@ -28,7 +28,7 @@ import yaml
 
 from openverse_dataset.catalog.seed import demo_rows
 from openverse_dataset.media import IMAGE
-from openverse_dataset_tests.test_ui import _free_port, _group_members, _stop_group
+from openverse_dataset_tests.procs import free_port, group_members, stop_group
 
 pytestmark = pytest.mark.postgres
 
@@ -170,7 +170,7 @@ def test_releases_follow_the_catalog_with_nobody_clicking(upstream_catalog, daem
     with ExitStack() as stack:
         stack.callback(receiver.close)
         log = stack.enter_context(open(log_path, "w"))
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
             cwd=REPO,
@@ -179,7 +179,7 @@ def test_releases_follow_the_catalog_with_nobody_clicking(upstream_catalog, daem
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: it, its daemon, code server and runs stop together
         )
-        stack.callback(lambda: (_stop_group(proc), _assert_gone(proc)))
+        stack.callback(lambda: (stop_group(proc), _assert_gone(proc)))
 
         # Baseline: the first release holds every provider, with nobody having called a job.
         latencies["first release (from server start)"] = _wait(
@@ -270,7 +270,7 @@ def test_releases_follow_the_catalog_with_nobody_clicking(upstream_catalog, daem
         print(f"  {k}: {v:.1f}s")
     (REPO / "artifacts").mkdir(exist_ok=True)
     (REPO / "artifacts" / "unattended-latencies.json").write_text(json.dumps(latencies, indent=2))
-    assert not _group_members(proc.pid)
+    assert not group_members(proc.pid)
 
 
 def _published(rel: Release, provider: str) -> set[str]:
@@ -292,6 +292,6 @@ def _partitions(home: Path) -> list[str]:
 
 def _assert_gone(proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 10  # SIGKILLed processes take a moment to be reaped
-    while _group_members(proc.pid) and time.monotonic() < deadline:
+    while group_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _group_members(proc.pid), "processes of dagster dev survived"
+    assert not group_members(proc.pid), "processes of dagster dev survived"
