@@ -135,6 +135,7 @@ def daemon_env(upstream_catalog, pg_url, tmp_path) -> Iterator[dict]:
     """The catalog with three providers, the instance home, the environment `dagster dev` runs with."""
     rows = [r for r in demo_rows(IMAGE) if r["provider"] in [*INITIAL, NEW]]
     upstream_catalog.insert_media("image", [r for r in rows if r["provider"] in INITIAL])
+    upstream_catalog.prepare()  # prepare-catalog's indexes: the sensors skip without them
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     storage = sa.engine.make_url(pg_url).set(drivername="postgresql+psycopg2").render_as_string(False)
