@@ -24,8 +24,11 @@ def mark_to_json(m: TakedownMark) -> str:
 
 
 def mark_from_json(text: str) -> TakedownMark:
+    """The mark of `mark_to_json` (other keys, e.g. more state in a sensor cursor, are ignored)."""
     d = json.loads(text)
-    return TakedownMark(**{k: datetime.fromisoformat(v) if v else None for k, v in d.items()})
+    return TakedownMark(
+        **{k: datetime.fromisoformat(d[k]) if d.get(k) else None for k in ("api_deleted", "api_mature", "deleted")}
+    )
 
 
 def snapshot_with_mark(
