@@ -13,6 +13,7 @@ import json
 import os
 from datetime import datetime
 
+from openverse_dataset.catalog.prepare import MissingIndexes
 from openverse_dataset.catalog.takedowns import TakedownSnapshot, snapshot_takedowns
 from openverse_dataset.catalog.watermarks import TakedownMark, takedown_mark
 from openverse_dataset.layout import DataLayout
@@ -33,11 +34,19 @@ def mark_from_json(text: str) -> TakedownMark:
 
 def snapshot_with_mark(
     catalog_url: str, api_url: str, media: MediaType, layout: DataLayout
-) -> tuple[TakedownSnapshot, TakedownMark]:
-    """Take the takedown snapshot and record, next to it, the mark read just before it."""
-    mark = takedown_mark(catalog_url, api_url, media)
-    snap = snapshot_takedowns(catalog_url, api_url, media, layout)
+) -> tuple[TakedownSnapshot, TakedownMark | None]:
+    """Take the takedown snapshot and record, next to it, the mark read just before it.
+
+    On a catalog without `prepare-catalog`'s indexes the mark cannot be read cheaply: the snapshot is taken
+    without one (the takedown sensor skips on such a catalog anyway).
+    """
     dest = layout.takedowns_mark_file(media.name)
+    try:
+        mark = takedown_mark(catalog_url, api_url, media)
+    except MissingIndexes:
+        dest.unlink(missing_ok=True)  # an old mark must not describe the new snapshot
+        return snapshot_takedowns(catalog_url, api_url, media, layout), None
+    snap = snapshot_takedowns(catalog_url, api_url, media, layout)
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_text(mark_to_json(mark))
     os.replace(tmp, dest)  # after the snapshot: a reader may see an older mark (re-checks more), never a newer one
