@@ -495,6 +495,38 @@ def _print_summary(summary: dict[str, dict], failures: list[str], seconds: float
         out.print(f"[bold green]OK[/bold green]: built {', '.join(summary) or 'nothing'} in {seconds:.1f}s")
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """`verify`: check a downloaded release (folder) or a Hub repository at a tag against its manifest.json."""
+    from pathlib import Path
+
+    from openverse_dataset.release.manifest import verify_folder, verify_hub
+
+    where = Path(args.target)
+    if where.is_dir():
+        if args.revision:
+            console.print("[bold red]error:[/bold red] --revision is for a Hub repository, not a local folder")
+            return 2
+        res = verify_folder(where)
+    elif args.target.count("/") == 1 and not where.exists():
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            res = verify_hub(args.target, args.revision)
+        except HfHubHTTPError as exc:  # repository or revision not found, no access: one line, no traceback
+            console.print(f"[bold red]error:[/bold red] {args.target}: {str(exc).splitlines()[0]}")
+            return 2
+    else:
+        what = "is neither a folder nor a Hub repository id (owner/name)"
+        console.print(f"[bold red]error:[/bold red] {args.target} {what}")
+        return 2
+    for p in res.problems:
+        print(p)
+    failed = f"[bold red]FAILED[/bold red]: {len(res.problems)} problem(s)"
+    verdict = "[bold green]OK[/bold green]" if res.ok else failed
+    console.print(f"{verdict} ({res.files} files, {res.rows:,} rows checked against manifest.json)")
+    return 0 if res.ok else 1
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -554,6 +586,10 @@ def _parser() -> argparse.ArgumentParser:
         "--media", choices=sorted(MEDIA_TYPES), action="append", help="media type to check (repeatable; default: all)"
     )
     d.set_defaults(fn=lambda a: doctor(a.media or list(MEDIA_TYPES)))
+    v = sub.add_parser("verify", help="check a release (local folder or Hub repo) against its manifest.json")
+    v.add_argument("target", metavar="PATH_OR_REPO", help="a downloaded release folder, or a Hub dataset id owner/name")
+    v.add_argument("--revision", help="Hub revision to check, e.g. a release tag 2026.12.01 (default: main)")
+    v.set_defaults(fn=_verify)
     return parser
 
 

@@ -138,6 +138,8 @@ class FakeHub:
             ("POST", r"/datasets/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", self._batch),
             ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/]+)", self._commit),
             ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/tag/(?P<rev>[^/]+)", self._tag),
+            ("HEAD", r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", self._resolve),
+            ("GET", r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", self._resolve),
         ]
         for method, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
@@ -254,6 +256,20 @@ class FakeHub:
             if recursive or len(parts) == 1:
                 out.append(files[path].entry(path))
         return _json(out)
+
+    def _resolve(self, request: httpx2.Request, repo: str, rev: str, path: str) -> httpx2.Response:
+        """File download (HEAD for metadata, GET for bytes), as `hf_hub_download`/`snapshot_download` use it."""
+        r = self.repos[repo]
+        try:
+            sha = r.resolve(rev)
+            blob = r.commits[sha][path]
+        except KeyError:
+            return _err(404, "Entry not found", code="EntryNotFound")
+        data = r.read(path, sha)
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{blob.oid}"', "Content-Length": str(len(data))}
+        if blob.sha256:
+            headers |= {"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(blob.size)}
+        return httpx2.Response(200, headers=headers, content=b"" if request.method == "HEAD" else data)
 
     def _refs(self, request: httpx2.Request, repo: str) -> httpx2.Response:
         r = self.repos[repo]

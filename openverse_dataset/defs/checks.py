@@ -10,11 +10,12 @@ from dagster_duckdb import DuckDBResource
 
 from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.defs.common import key, md_table
-from openverse_dataset.defs.release import load_stats
+from openverse_dataset.defs.release import load_stats, release_bookkeeping
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, PublishTargetResource
 from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release import verify
+from openverse_dataset.release.manifest import verify_release
 from openverse_dataset.release.subsets import clean_files
 
 
@@ -79,6 +80,32 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
 
     @dg.asset_check(
         asset=key(media, "release"),
+        name="release_matches_manifest",
+        description="The released files match the release's manifest.json (path, size, sha256, rows per file, "
+        "config and license) and each config holds only the licenses it promises: the same check as "
+        "`openverse-dataset verify`.",
+    )
+    def release_manifest(data_dir: DataDirResource, publish_target: PublishTargetResource) -> dg.AssetCheckResult:
+        stats = load_stats(data_dir, media)
+        dry = _dry_run(data_dir, media)
+        folder = None if dry else publish_target.get().released_dir(media.repo_name)
+        layout = data_dir.layout
+        res = verify_release(
+            layout, stats, layout.card_file(media.name), release_bookkeeping(data_dir, media).removals, folder
+        )
+        rows = [[p] for p in res.problems[:50]]
+        return dg.AssetCheckResult(
+            passed=res.ok,
+            metadata={
+                "files": res.files,
+                "rows": res.rows,
+                "problems": len(res.problems),
+                "examples": md_table(["problem"], rows or [["(none)"]]),
+            },
+        )
+
+    @dg.asset_check(
+        asset=key(media, "release"),
         name="release_has_no_takedowns",
         blocking=True,
         description="Fails if any released identifier is in a takedown table now (api_deleted, api_mature, "
@@ -106,7 +133,7 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
             release_staging(scratch_root)
         return _result(v, takedown_rows_checked=snap.total)
 
-    return [no_takedowns, licenses_valid, card_matches, release_no_takedowns]
+    return [no_takedowns, licenses_valid, card_matches, release_manifest, release_no_takedowns]
 
 
 @dg.definitions

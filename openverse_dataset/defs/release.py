@@ -24,6 +24,7 @@ from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release.card import render_card
 from openverse_dataset.release.changes import ReleaseFiles, prepare_changes
 from openverse_dataset.release.holdback import HoldbackReport, decide
+from openverse_dataset.release.manifest import write_release_manifest
 from openverse_dataset.release.subsets import SubsetStats, compute_subsets
 from openverse_dataset.release.tree import release_files
 from openverse_dataset.transform.clean import REJECT_REASONS
@@ -181,6 +182,14 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+        manifest = write_release_manifest(
+            data_dir.layout,
+            stats,
+            path,
+            release_bookkeeping(data_dir, media).removals,
+            release=release_tag(),
+            repo_id=target.repo_id(media.repo_name),
+        )
         return dg.MaterializeResult(
             metadata={
                 "card": card_md(text),
@@ -189,6 +198,7 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
                 "bytes": len(text.encode()),
                 "path": dg.MetadataValue.path(str(path)),
                 "previous_release_known": changelog.previous,
+                "manifest_files": len(manifest["files"]),
                 **{f"rows_{k}": v for k, v in changelog.totals().items()},
                 "removed_by_reason": counts_table(changelog.removed_by_reason, "reason"),
                 "index_segments_built": len(book.built),

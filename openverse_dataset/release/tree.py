@@ -15,6 +15,8 @@ from openverse_dataset.shards import shard_records
 
 CARD = "README.md"
 REMOVALS = "removals.parquet"  # identifiers in the previous release and not in this one, with a reason
+# written beside the card by the card step (release/croissant.py, release/card.py, release/manifest.py)
+COMPANIONS = ("CITATION.cff", "croissant.json", "manifest.json")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ def release_files(
             slug = lic.slug_for_folder(shard.parent.name)
             out.append(TreeFile(release_path(slug, provider, shard.name), str(shard), r.size, r.sha256))
     out.append(TreeFile(CARD, str(card_path), card_path.stat().st_size, sha256_file(card_path)))
+    for name in COMPANIONS:
+        if (p := card_path.with_name(name)).exists():
+            out.append(TreeFile(name, str(p), p.stat().st_size, sha256_file(p)))
     if removals_path is not None:
         out.append(TreeFile(REMOVALS, str(removals_path), removals_path.stat().st_size, sha256_file(removals_path)))
     return sorted(out, key=lambda f: f.path)
