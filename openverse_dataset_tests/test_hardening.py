@@ -8,6 +8,7 @@ the same bytes as a build that was never interrupted, no staging left, and no ha
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from openverse_dataset.layout import (
@@ -279,3 +281,83 @@ def test_dry_runs_after_a_build_change_nothing_published(reference):
         assert r.returncode == 0, r.stdout + r.stderr
         assert tree(base / "data" / "hub") == published
     assert "2026-12-24" in card.read_text() or "2026.12.24" in card.read_text()  # the working card did change
+
+
+@pytest.mark.postgres
+def test_hostile_provider_names_extract_and_load_back_every_row(env, upstream_catalog, monkeypatch):
+    """Names the catalog can hold (varchar(80)): each provider's rows are published and load with `datasets`."""
+    from datasets import load_dataset
+
+    from openverse_dataset.catalog.seed import demo_rows
+    from openverse_dataset.cli import main
+    from openverse_dataset.media import AUDIO
+
+    names = [n for n in HOSTILE_NAMES if n not in {".", ".."}] + ["..", "a%%b", "50%_off"]
+    rows = [r for r in demo_rows(AUDIO) if r["license"] == "by-nc-sa"][: 2 * len(names)]
+    want: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        r["provider"] = r["source"] = names[i % len(names)]
+        r["foreign_identifier"] = f"hostile-{i}"
+        want[r["provider"]] = want.get(r["provider"], 0) + 1
+    assert upstream_catalog.insert_media("audio", rows) == len(rows)
+    upstream_catalog.configure(monkeypatch)
+    code = main(["build", "--media", "audio"])
+    assert json.loads((env / "providers" / "audio.json").read_text())["providers"] == sorted(want)
+    assert code == 0
+    repo = env / "hub" / "openverse-audio"
+    for p in (env / "raw" / "audio").iterdir():
+        assert len(p.name.encode()) <= SEGMENT_MAX_BYTES
+    got = pl.from_arrow(load_dataset(str(repo), "all", split="train").data.table)
+    assert dict(got.group_by("provider").len().iter_rows()) == want  # every row of every name, none lost
+
+
+# -- a stalled Hub connection ----------------------------------------------------------------------------------
+@pytest.fixture
+def stalled_endpoint():
+    """A loopback server that accepts connections and reads requests but never answers."""
+    import socket
+
+    from huggingface_hub.utils import _http
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except TimeoutError:
+                continue
+            conns.append(c)  # held open, never answered
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join()
+        for c in conns:
+            c.close()
+        srv.close()
+        _http.set_client_factory(_http.default_client_factory)
+
+
+def test_a_stalled_hub_fails_within_a_bounded_time(stalled_endpoint, monkeypatch, tmp_path):
+    import time
+
+    from openverse_dataset.publish.hub import make_api, publish_hub
+    from openverse_dataset.release.tree import TreeFile
+
+    monkeypatch.setenv("OPENVERSE_HUB_TIMEOUT", "1")
+    card = tmp_path / "README.md"
+    card.write_text("---\nlicense: cc-by-4.0\n---\n")
+    files = [TreeFile("README.md", str(card), card.stat().st_size, "0" * 64)]
+    start = time.monotonic()
+    with pytest.raises(Exception) as info:
+        publish_hub(files, "ns", "repo", tag="2026.11.27", api=make_api("hf_x", stalled_endpoint), backoff=0.01)
+    elapsed = time.monotonic() - start
+    assert "timed out" in str(info.value).lower() or "timeout" in type(info.value).__name__.lower(), info.value
+    assert elapsed < 30, elapsed  # 7 attempts x 1 s, not forever

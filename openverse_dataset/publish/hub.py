@@ -70,8 +70,48 @@ def hub_token() -> str:
     return token
 
 
+def hub_timeout() -> httpx2.Timeout:
+    """Per-request limits: huggingface_hub's own client has none, so a stalled connection hung a release forever.
+
+    `OPENVERSE_HUB_TIMEOUT` (seconds, default 120) bounds each read/write; connecting gets at most 15 s.
+    """
+    seconds = float(os.environ.get("OPENVERSE_HUB_TIMEOUT") or 120)
+    return httpx2.Timeout(seconds, connect=min(seconds, 15.0))
+
+
+class _TimeoutTransport(httpx2.HTTPTransport):
+    """Applies `hub_timeout()` to every request: huggingface_hub passes `timeout=None` explicitly on most calls,
+    which overrides a client's default."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        limits = hub_timeout().as_dict()
+        given = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {k: given.get(k) or v for k, v in limits.items()}
+        return super().handle_request(request)
+
+
+def _client_with_timeouts() -> httpx2.Client:
+    from huggingface_hub.utils import _http
+
+    return httpx2.Client(
+        event_hooks={"request": [_http.hf_request_event_hook]},
+        follow_redirects=True,
+        timeout=hub_timeout(),
+        transport=_TimeoutTransport(),
+    )
+
+
+def install_timeouts() -> None:
+    """Make huggingface_hub's shared client time out (unless someone installed their own client factory)."""
+    from huggingface_hub.utils import _http
+
+    if _http._GLOBAL_CLIENT_FACTORY is _http.default_client_factory:  # private: there is no public getter
+        _http.set_client_factory(_client_with_timeouts)
+
+
 def make_api(token: str | None = None, endpoint: str | None = None) -> HfApi:
     """An `HfApi` bound to an explicit token (or anonymous with `token=None` for a read-only dry run)."""
+    install_timeouts()
     return HfApi(
         endpoint=(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"),
         token=token if token else False,
@@ -109,6 +149,7 @@ class HubPublisher:
     retries: int = 6
     backoff: float = 1.0
     max_backoff: float = 60.0
+    deadline: float = 1800.0  # seconds for all attempts of one call: retries never add up to an unbounded wait
     sleep: Callable[[float], None] = time.sleep
     _token: str | None = field(default=None, repr=False)
 
@@ -119,7 +160,10 @@ class HubPublisher:
     # -- plumbing -------------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
         """Call the Hub, retrying 429/5xx and transport errors with exponential backoff and jitter."""
+        give_up = time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
+            if attempt and time.monotonic() >= give_up:
+                raise TimeoutError(f"{what}: no answer from the Hub within {self.deadline:.0f}s ({attempt} attempts)")
             try:
                 return fn(*args, **kwargs)
             except HfHubHTTPError as exc:
