@@ -361,3 +361,46 @@ def test_a_stalled_hub_fails_within_a_bounded_time(stalled_endpoint, monkeypatch
     elapsed = time.monotonic() - start
     assert "timed out" in str(info.value).lower() or "timeout" in type(info.value).__name__.lower(), info.value
     assert elapsed < 30, elapsed  # 7 attempts x 1 s, not forever
+
+
+# -- values PostgreSQL can hold --------------------------------------------------------------------------------
+ODD_TIMESTAMPS = ["infinity", "-infinity", "10000-01-01 00:00:00+00", "0044-03-15 00:00:00+00 BC", "294276-12-31"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("method", ["adbc", "sqlalchemy"])
+def test_out_of_range_timestamps_are_extracted_as_null_and_counted(tmp_path, upstream_catalog, method):
+    from datetime import UTC, datetime
+
+    from openverse_dataset.catalog.extract import extract_partition
+    from openverse_dataset.catalog.seed import demo_rows
+    from openverse_dataset.catalog.watermarks import catalog_watermarks
+    from openverse_dataset.media import AUDIO
+
+    rows = list(demo_rows(AUDIO))[:8]
+    for i, r in enumerate(rows):
+        r["provider"], r["foreign_identifier"] = "odd", f"odd-{i}"
+    upstream_catalog.insert_media("audio", rows)
+    for i, value in enumerate(ODD_TIMESTAMPS):
+        column = "created_on" if i % 2 else "updated_on"
+        upstream_catalog.execute(
+            f"UPDATE audio SET {column} = CAST(:v AS timestamptz) WHERE foreign_identifier = :f",
+            v=value,
+            f=f"odd-{i}",
+        )
+    upstream_catalog.execute("UPDATE audio SET updated_on = '2999-01-01' WHERE foreign_identifier = 'odd-7'")
+    before = catalog_watermarks(upstream_catalog.catalog_url, AUDIO)["odd"]  # reading them does not raise
+    upstream_catalog.execute("UPDATE audio SET updated_on = now() WHERE foreign_identifier = 'odd-6'")
+    after = catalog_watermarks(upstream_catalog.catalog_url, AUDIO)["odd"]
+    assert after.token != before.token  # a row stamped 2999 does not freeze the provider's watermark
+    assert after.max_updated_on <= datetime.now(UTC)
+
+    layout = DataLayout(tmp_path)
+    result = extract_partition(upstream_catalog.catalog_url, AUDIO, "odd", layout, method=method)
+    assert result.rows == 8 and result.extra["timestamps_out_of_range"] == len(ODD_TIMESTAMPS)
+    raw = pl.read_parquet(layout.raw_dir("audio", "odd") / "*.parquet")
+    nulls = raw.select(pl.col("created_on").is_null().sum() + pl.col("updated_on").is_null().sum()).item()
+    assert nulls == len(ODD_TIMESTAMPS)
+    for c in ("created_on", "updated_on"):  # nothing wrapped, nothing past what a reader can hold
+        values = raw[c].drop_nulls()
+        assert values.min() >= datetime(1, 1, 1, tzinfo=UTC) and values.max().year <= 9999

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -91,9 +91,31 @@ def raw_columns(media: MediaType) -> list:
     return [
         sa.cast(t.c[f.name], sa.Text).label(f.name)
         if f.name == "identifier" or f.name in media.json_columns
+        else _readable_timestamp(t.c[f.name]).label(f.name)
+        if pa.types.is_timestamp(f.type)
         else t.c[f.name]
         for f in media.raw_schema
     ]
+
+
+# Timestamps a reader can hold: PostgreSQL also stores `infinity`, `-infinity`, BC dates and years past 9999,
+# which psycopg cannot read at all and ADBC turns into wrapped numbers (-infinity became -9.2e18 us). Such a
+# value is extracted as NULL and counted (`timestamps_out_of_range` in the raw metadata), never published wrapped.
+TIMESTAMP_LOW = datetime(1, 1, 1, tzinfo=UTC)
+TIMESTAMP_HIGH = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _timestamp_ok(col: sa.ColumnElement) -> sa.ColumnElement:
+    typ = sa.DateTime(timezone=True)
+    return col.between(sa.literal(TIMESTAMP_LOW, typ), sa.literal(TIMESTAMP_HIGH, typ))
+
+
+def _readable_timestamp(col: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.case((_timestamp_ok(col), col), else_=sa.null())
+
+
+def _timestamp_columns(media: MediaType) -> list[str]:
+    return [f.name for f in media.raw_schema if pa.types.is_timestamp(f.type)]
 
 
 def select_partition(
@@ -129,7 +151,10 @@ def created_ranges(oldest: datetime | None, newest: datetime | None, n: int) -> 
 
 def select_watermark(media: MediaType, provider: str | None) -> sa.Select:
     t = MEDIA_TABLES[media.name]
-    return sa.select(sa.func.count(), sane_max(t.c.updated_on)).where(t.c.provider == _provider_value(provider))
+    bad = sa.or_(*[sa.and_(t.c[c].is_not(None), sa.not_(_timestamp_ok(t.c[c]))) for c in _timestamp_columns(media)])
+    return sa.select(sa.func.count(), sane_max(t.c.updated_on), sa.func.count().filter(bad)).where(
+        t.c.provider == _provider_value(provider)
+    )
 
 
 def bind_provider(cur, provider: str) -> None:
@@ -409,7 +434,8 @@ def extract_partition(
     finally:
         if engine is not None:
             engine.dispose()
-    rows_seen, max_updated = [*watermark, 0, None][:2]
+    rows_seen, max_updated, out_of_range = [*watermark, 0, None, 0][:3]
+    extra["timestamps_out_of_range"] = int(out_of_range or 0)
     return ExtractResult(
         media=media.name,
         provider=provider,
