@@ -404,3 +404,22 @@ def test_out_of_range_timestamps_are_extracted_as_null_and_counted(tmp_path, ups
     for c in ("created_on", "updated_on"):  # nothing wrapped, nothing past what a reader can hold
         values = raw[c].drop_nulls()
         assert values.min() >= datetime(1, 1, 1, tzinfo=UTC) and values.max().year <= 9999
+
+
+@pytest.mark.postgres
+def test_a_takedown_committed_during_a_build_never_reaches_the_target(env, upstream_catalog, monkeypatch, capsys):
+    from openverse_dataset.cli import main
+
+    upstream_catalog.seed_demo(["audio"])
+    upstream_catalog.configure(monkeypatch)
+    assert main(["build", "--media", "audio", "--dry-run"]) == 0  # extracted and cleaned; nothing published
+    cleaned = pl.read_parquet(env / "clean" / "audio" / "*" / "*" / "*.parquet")
+    victim = cleaned["identifier"].sort()[0]
+    upstream_catalog.take_down("audio", [victim])  # after the clean step took its snapshot
+    capsys.readouterr()
+    assert main(["publish", "--media", "audio"]) == 1
+    assert "taken down since they were cleaned" in capsys.readouterr().out
+    assert not (env / "hub" / "openverse-audio").exists()  # not one byte reached the target
+    assert main(["build", "--media", "audio"]) == 0  # the next build re-cleans and releases without it
+    released = pl.read_parquet(env / "hub" / "openverse-audio" / "data" / "*" / "*" / "*.parquet")
+    assert victim not in released["identifier"].to_list() and released.height == cleaned.height - 1

@@ -8,11 +8,9 @@ import json
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.defs.common import key, md_table
 from openverse_dataset.defs.release import load_stats, release_bookkeeping
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, PublishTargetResource
-from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release import verify
 from openverse_dataset.release.manifest import verify_release
@@ -123,15 +121,11 @@ def media_checks(media: MediaType) -> list[dg.AssetChecksDefinition]:
         )
         if not view.data:
             return dg.AssetCheckResult(passed=False, metadata={"note": "no release to check"})
-        scratch_root = data_dir.layout.staging_dir("checks")  # owned by this run, removed by release_staging
-        scratch = DataLayout(scratch_root)
-        try:
-            snap = snapshot_takedowns(catalog.catalog_url(), catalog.takedown_url(), media, scratch)
-            with duckdb.get_connection() as conn:
-                v = verify.takedown_leaks(conn, [str(p) for p in view.data], scratch.takedowns_file(media.name))
-        finally:
-            release_staging(scratch_root)
-        return _result(v, takedown_rows_checked=snap.total)
+        with duckdb.get_connection() as conn:
+            v, total = verify.live_takedown_leaks(
+                conn, [str(p) for p in view.data], catalog.catalog_url(), catalog.takedown_url(), media, data_dir.layout
+            )
+        return _result(v, takedown_rows_checked=total)
 
     return [no_takedowns, licenses_valid, card_matches, release_manifest, release_no_takedowns]
 

@@ -18,7 +18,7 @@ from openverse_dataset.defs.common import (
     key,
     md_table,
 )
-from openverse_dataset.defs.resources import DataDirResource, PublishTargetResource
+from openverse_dataset.defs.resources import CatalogResource, DataDirResource, PublishTargetResource
 from openverse_dataset.defs.status import provider_states
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release.card import render_card
@@ -27,6 +27,7 @@ from openverse_dataset.release.holdback import HoldbackReport, decide
 from openverse_dataset.release.manifest import write_release_manifest
 from openverse_dataset.release.subsets import SubsetStats, compute_subsets
 from openverse_dataset.release.tree import release_files
+from openverse_dataset.release.verify import live_takedown_leaks
 from openverse_dataset.transform.clean import REJECT_REASONS
 
 # Publish when the card changed (nothing upstream still running; a missing provider does not block), and
@@ -34,6 +35,10 @@ from openverse_dataset.transform.clean import REJECT_REASONS
 RELEASE_CONDITION = (
     READY | dg.AutomationCondition.on_cron("0 6 * * 2")
 ) & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+class TakedownLeakError(RuntimeError):
+    """A work in the release was taken down after it was cleaned: the release is refused before publishing."""
 
 
 def release_date() -> date:
@@ -242,12 +247,25 @@ def release_asset(media: MediaType) -> dg.AssetsDefinition:
         config: ReleaseConfig,
         data_dir: DataDirResource,
         publish_target: PublishTargetResource,
+        catalog: CatalogResource,
+        duckdb: DuckDBResource,
     ) -> dg.MaterializeResult:
         stats = load_stats(data_dir, media)
         rf = release_bookkeeping(data_dir, media)
         if not rf.removals.exists():
             raise FileNotFoundError(f"{rf.removals} is missing: materialize {media.name}/card first")
         files = release_files(data_dir.layout, stats, data_dir.layout.card_file(media.name), rf.removals)
+        data = [f.source for f in files if f.path.startswith("data/")]
+        if data and not config.dry_run:  # before any byte reaches the target: the takedown tables as they are now
+            with duckdb.get_connection() as conn:
+                leaks, _ = live_takedown_leaks(
+                    conn, data, catalog.catalog_url(), catalog.takedown_url(), media, data_dir.layout
+                )
+            if not leaks.passed:
+                raise TakedownLeakError(
+                    f"{leaks.facts['leaked']} released {media.name} works were taken down since they were cleaned "
+                    f"(e.g. {leaks.rows[0][0]}): nothing was published; re-clean their providers, then release"
+                )
         target = publish_target.get()
         tag = release_tag()
         res = target.publish(files, media.repo_name, tag=tag, dry_run=config.dry_run)

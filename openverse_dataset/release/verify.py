@@ -43,6 +43,23 @@ def takedown_leaks(conn: duckdb.DuckDBPyConnection, data: list[str] | str, taked
     return Verdict(leaked == 0, {"leaked": int(leaked)}, ["identifier", "reason"], [list(r) for r in rows])
 
 
+def live_takedown_leaks(
+    conn: duckdb.DuckDBPyConnection, data: list[str], catalog_url: str, api_url: str, media, layout: DataLayout
+) -> tuple[Verdict, int]:
+    """`takedown_leaks` against the takedown tables as they are now (a scratch snapshot, removed after); also
+    the number of takedown rows read. What the clean step's snapshot missed (a takedown committed during the
+    build) is caught here."""
+    from openverse_dataset.catalog.takedowns import snapshot_takedowns
+    from openverse_dataset.layout import release_staging
+
+    scratch_root = layout.staging_dir("checks")  # owned by this run, removed by release_staging
+    try:
+        snap = snapshot_takedowns(catalog_url, api_url, media, DataLayout(scratch_root))
+        return takedown_leaks(conn, data, DataLayout(scratch_root).takedowns_file(media.name)), snap.total
+    finally:
+        release_staging(scratch_root)
+
+
 def invalid_licenses(stats: SubsetStats) -> Verdict:
     """(license, version, jurisdiction) combinations of the release that do not exist, are not served by
     Openverse, or have rows without a license_url or attribution. Reads the subsets' counts (kept per shard
