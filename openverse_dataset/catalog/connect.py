@@ -34,6 +34,24 @@ def scrub(message: str, *urls: str | None) -> str:
     return message[:2000]
 
 
+# libpq settings for every catalog connection: give up connecting after 15 s, and notice a peer that stopped
+# answering (a stalled network, a failed-over replica) within ~2 minutes instead of waiting forever. No statement
+# timeout: a Flickr-sized extract legitimately streams for an hour. A URL's own values win.
+PG_CONNECT_PARAMS = {
+    "connect_timeout": "15",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "6",
+    "tcp_user_timeout": "120000",  # ms of unacknowledged sends before the connection is dropped
+}
+
+
+def with_pg_timeouts(url: sa.engine.URL) -> sa.engine.URL:
+    """`url` with PG_CONNECT_PARAMS added to its query (those it does not set itself)."""
+    return url.update_query_dict({k: v for k, v in PG_CONNECT_PARAMS.items() if k not in url.query})
+
+
 def make_engine(url: str) -> sa.Engine:
     """An engine for a catalog URL; a SQLite file's folder is created so first use just works."""
     parsed = sa.engine.make_url(url)
@@ -41,6 +59,8 @@ def make_engine(url: str) -> sa.Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
+    if parsed.get_backend_name() == "postgresql":
+        parsed = with_pg_timeouts(parsed)
     return sa.create_engine(parsed, pool_pre_ping=True)
 
 

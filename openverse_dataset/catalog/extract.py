@@ -34,7 +34,15 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, sane_max, scrub
+from openverse_dataset.catalog.connect import (
+    CatalogError,
+    as_utc,
+    make_engine,
+    redact,
+    sane_max,
+    scrub,
+    with_pg_timeouts,
+)
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dir
 from openverse_dataset.media import MediaType
@@ -195,7 +203,7 @@ def _pg_sql(stmt: sa.Select) -> str:
 
 
 def _adbc_uri(url: str) -> str:
-    u = sa.engine.make_url(url).set(drivername="postgresql")
+    u = with_pg_timeouts(sa.engine.make_url(url).set(drivername="postgresql"))
     return u.render_as_string(hide_password=False)
 
 
