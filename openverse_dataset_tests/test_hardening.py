@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
 from openverse_dataset.layout import (
     SEGMENT_MAX_BYTES,
@@ -423,3 +424,69 @@ def test_a_takedown_committed_during_a_build_never_reaches_the_target(env, upstr
     assert main(["build", "--media", "audio"]) == 0  # the next build re-cleans and releases without it
     released = pl.read_parquet(env / "hub" / "openverse-audio" / "data" / "*" / "*" / "*.parquet")
     assert victim not in released["identifier"].to_list() and released.height == cleaned.height - 1
+
+
+# -- the bad-row corpus ------------------------------------------------------------------------------------------
+def _deep_json(levels: int, tail: str = "") -> str:
+    return '{"a":' * levels + "{}" + "}" * levels if not tail else '{"a":' * levels + "{}" + "}" * (levels - 1) + tail
+
+
+@pytest.mark.postgres
+def test_bad_row_corpus_every_row_published_rejected_or_refused(env, upstream_catalog, monkeypatch):
+    """Single hostile rows stay inside themselves: published + rejected + refused = inserted, none lost."""
+    from datetime import UTC, datetime
+
+    from openverse_dataset.catalog.seed import demo_rows
+    from openverse_dataset.cli import main
+    from openverse_dataset.media import AUDIO
+
+    base = [r for r in demo_rows(AUDIO) if r["license"] == "by-nc-sa"][:34]
+    layout = ["control"] * 10 + ["odd"] * 10 + ["100%"] * 5 + ["a/b"] * 5 + ["bad\nname"] * 2 + [None] * 2
+    for i, (r, p) in enumerate(zip(base, layout, strict=True)):
+        r["provider"], r["source"], r["foreign_identifier"] = p, p or "none", f"corpus-{i}"
+    base[17]["title"] = "t" * 1_000_000
+    base[18]["url"] = "https://example.org/a b\x01c.mp3"
+    base[19]["license"] = "nonsense"
+    assert upstream_catalog.insert_media("audio", base) == len(base)
+    odd = {
+        10: "created_on = '-infinity'",
+        11: "updated_on = 'infinity'",
+        12: "created_on = '294276-12-31'",
+        13: "updated_on = '10000-01-01'",
+        14: "created_on = '0044-03-15 BC'",
+        15: "tags = CAST(:deep_tags AS jsonb)",
+        16: "meta_data = CAST(:deep_meta AS jsonb)",
+    }
+    for i, assignment in odd.items():
+        upstream_catalog.execute(
+            f"UPDATE audio SET {assignment} WHERE foreign_identifier = :f",
+            f=f"corpus-{i}",
+            deep_tags="[" * 3000 + "]" * 3000,
+            deep_meta=_deep_json(300, ', "mature": true}'),
+        )
+    upstream_catalog.configure(monkeypatch)
+    main(["build", "--media", "audio"])  # the refused provider is reported; every other provider is released
+
+    published = pl.read_parquet(env / "hub" / "openverse-audio" / "data" / "*" / "*" / "*.parquet")
+    rejected = pl.read_parquet(env / "rejects" / "audio" / "*" / "*.parquet")
+    refused_names = json.loads((env / "providers" / "audio.json").read_text())["refused"]
+    assert list(refused_names) == ["bad\nname"]
+    refused = upstream_catalog.scalar(
+        "select count(*) from audio where provider is null or provider = :p", p="bad\nname"
+    )
+    assert published.height + rejected.height + refused == len(base)  # nothing lost, silently or not
+    assert refused == 4
+    by_provider = dict(published.group_by("provider").len().iter_rows())
+    assert by_provider["control"] == 10 and by_provider["100%"] == 5 and by_provider["a/b"] == 5
+    reasons = dict(zip(rejected["identifier"], rejected["reason"], strict=True))
+    with upstream_catalog.catalog.connect() as conn:
+        ids = dict(conn.execute(sa.text("select foreign_identifier, identifier::text from audio")).all())
+    assert reasons[ids["corpus-16"]] == "mature_by_provider"  # "mature": true behind 300 levels of nesting
+    assert ids["corpus-19"] in reasons  # unknown license: rejected with its reason
+    for c in ("created_on", "updated_on"):  # no wrapped or out-of-range timestamp published
+        values = published[c].drop_nulls()
+        assert values.min() >= datetime(1, 1, 1, tzinfo=UTC) and values.max().year <= 9999
+    row = published.filter(pl.col("identifier") == ids["corpus-17"])
+    assert row.height == 1 and len(row["title"][0]) == 1_000_000  # long text published whole
+    deep_tags = published.filter(pl.col("identifier") == ids["corpus-15"])
+    assert deep_tags.height == 1 and deep_tags["tags"][0] is None  # unparseable tags dropped, row kept

@@ -82,7 +82,7 @@ def _decode_one(text: str | None) -> tuple[list | None, bool, bool]:
         return None, False, False
     try:
         value = json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested thousands deep
         return None, True, False
     if value is None or value == {}:  # the catalog writes "{}" for "no tags" in old rows
         return None, False, False
@@ -248,6 +248,15 @@ def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
 def _where_key(col: str, key: str) -> pl.Expr:
     """The JSON text of `col` where it mentions `"key"` at all, else null (nulls skip the JSON parser)."""
     return pl.when(pl.col(col).str.contains(f'"{key}"', literal=True)).then(pl.col(col))
+
+
+def _mature_flag() -> pl.Expr:
+    """`meta_data.mature` is true; also when the JSON path lookup cannot tell (polars gives up past ~127 levels
+    of nesting) but the text says `"mature": true` anywhere: an unknown flag counts as set, never as clear."""
+    text = _where_key("meta_data", "mature")
+    top = text.str.json_path_match("$.mature").str.to_lowercase()
+    says_true = text.str.contains(r'"mature"\s*:\s*"?(?i:true)')
+    return ((top == "true") | (top.is_null() & says_true)).fill_null(False)
 
 
 def _int(col: str) -> tuple[pl.Expr, pl.Expr]:
@@ -592,9 +601,7 @@ def clean_lazy(
         pl.any_horizontal(dropped_flags).alias("_url_dropped"),
         pl.any_horizontal(int_flags).alias("_int_bad"),
         # Parsed only where the key can be: a JSON path on every row cost ~1 s per million rows.
-        (_where_key("meta_data", "mature").str.json_path_match("$.mature").str.to_lowercase() == "true")
-        .fill_null(False)
-        .alias("_mature_by_provider"),
+        _mature_flag().alias("_mature_by_provider"),
         *license_stages[0],
     ]
     lf = lf.with_columns(exprs).with_columns(ft_second + license_stages[1])
