@@ -398,7 +398,7 @@ def test_out_of_range_timestamps_are_extracted_as_null_and_counted(tmp_path, ups
 
     layout = DataLayout(tmp_path)
     result = extract_partition(upstream_catalog.catalog_url, AUDIO, "odd", layout, method=method)
-    assert result.rows == 8 and result.extra["timestamps_out_of_range"] == len(ODD_TIMESTAMPS)
+    assert result.rows == 8 and result.timestamps_out_of_range == len(ODD_TIMESTAMPS)
     raw = pl.read_parquet(layout.raw_dir("audio", "odd") / "*.parquet")
     nulls = raw.select(pl.col("created_on").is_null().sum() + pl.col("updated_on").is_null().sum()).item()
     assert nulls == len(ODD_TIMESTAMPS)

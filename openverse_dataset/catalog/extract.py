@@ -78,6 +78,7 @@ class ExtractResult:
     seconds: float
     batches: int = 0
     extra: dict = field(default_factory=dict)
+    timestamps_out_of_range: int = 0  # values read as NULL (infinity, BC, past 9999): counted, never wrapped
 
     @property
     def bytes(self) -> int:
@@ -443,7 +444,6 @@ def extract_partition(
         if engine is not None:
             engine.dispose()
     rows_seen, max_updated, out_of_range = [*watermark, 0, None, 0][:3]
-    extra["timestamps_out_of_range"] = int(out_of_range or 0)
     return ExtractResult(
         media=media.name,
         provider=provider,
@@ -455,4 +455,5 @@ def extract_partition(
         seconds=time.perf_counter() - start,
         batches=n_batches,
         extra=extra,
+        timestamps_out_of_range=int(out_of_range or 0),
     )

@@ -113,7 +113,7 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
                 "rows_read_from_catalog": refresh.rows_read,
                 "rows_changed": refresh.rows_changed,
                 "rows_removed": refresh.rows_removed,
-                "timestamps_out_of_range": result.extra.get("timestamps_out_of_range", 0),  # extracted as NULL
+                "timestamps_out_of_range": result.timestamps_out_of_range,  # extracted as NULL
                 "snapshot_rows": result.snapshot_rows,
                 "watermark_updated_on": result.max_updated_on.isoformat() if result.max_updated_on else "",
                 "watermark_deleted_on": watermark.max_deleted_on.isoformat() if watermark.max_deleted_on else "",
