@@ -390,6 +390,7 @@ def test_out_of_range_timestamps_are_extracted_as_null_and_counted(tmp_path, ups
             f=f"odd-{i}",
         )
     upstream_catalog.execute("UPDATE audio SET updated_on = '2999-01-01' WHERE foreign_identifier = 'odd-7'")
+    upstream_catalog.prepare()  # change detection needs prepare-catalog's indexes
     before = catalog_watermarks(upstream_catalog.catalog_url, AUDIO)["odd"]  # reading them does not raise
     upstream_catalog.execute("UPDATE audio SET updated_on = now() WHERE foreign_identifier = 'odd-6'")
     after = catalog_watermarks(upstream_catalog.catalog_url, AUDIO)["odd"]
