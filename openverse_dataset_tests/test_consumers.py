@@ -161,3 +161,29 @@ def test_verify_hub_snapshot_at_a_tag(copy: Path, capsys, monkeypatch: pytest.Mo
         assert {r["url"].split("/")[2] for r in fake.requests} == {"hub.test"}
     finally:
         _http.set_client_factory(_http.default_client_factory)
+
+
+def test_card_escapes_catalog_values():
+    from datetime import date
+
+    from markdown_it import MarkdownIt
+
+    from openverse_dataset.media import MEDIA_TYPES
+    from openverse_dataset.release.card import render_card
+    from openverse_dataset.release.subsets import ConfigStats, SubsetStats
+
+    evil = "a|b<img src=x onerror=alert(1)>"
+    stats = SubsetStats(
+        media="image",
+        providers=[evil],
+        missing_providers=[],
+        rows=3,
+        by_license_provider=[{"license": "by", "provider": evil, "rows": 3, "files": 1}],
+        by_license_version=[{"license": "by", "license_version": "4.0", "license_jurisdiction": None, "rows": 3}],
+        configs=[ConfigStats("all", "every work", ["by"], ["data/*/*/*.parquet"], 3, True)],
+    )
+    card = render_card(MEDIA_TYPES["image"], stats, repo_id="o/r", release_date=date(2026, 12, 1))
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(card.split("---", 2)[2])
+    assert "<img" not in html and "&lt;img src=x" in html
+    row = next(line for line in card.splitlines() if "img src" in line)
+    assert row.count(" | ") == 1  # the provider's `|` did not add a column

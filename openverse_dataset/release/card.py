@@ -60,9 +60,15 @@ def front_matter(media: MediaType, stats: SubsetStats) -> dict:
     return meta
 
 
+def esc(value: object) -> str:
+    """A catalog value as inert Markdown text: no HTML tag, no table break, no line break (the Hub renders HTML)."""
+    text = " ".join(str(value).split())
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(x).replace("|", "\\|") for x in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -113,7 +119,7 @@ def changelog_section(changelog: Changelog) -> list[str]:
         lines += [
             _table(
                 ["provider", "added", "removed", "changed"],
-                [[p, _n(c["added"]), _n(c["removed"]), _n(c["changed"])] for p, c in changed.items()],
+                [[esc(p), _n(c["added"]), _n(c["removed"]), _n(c["changed"])] for p, c in changed.items()],
             ),
             "",
         ]
@@ -126,7 +132,7 @@ def changelog_section(changelog: Changelog) -> list[str]:
         lines += [
             _table(
                 ["reason", "identifiers", "meaning"],
-                [[r, _n(n), REASON_CLASSES.get(r, "")] for r, n in changelog.removed_by_reason.items()],
+                [[r, _n(n), esc(REASON_CLASSES.get(r, ""))] for r, n in changelog.removed_by_reason.items()],
             ),
             "",
         ]
@@ -203,7 +209,7 @@ def render_card(
     lines += [
         "## Rows per provider",
         "",
-        _table(["provider", "rows"], [[p, _n(n)] for p, n in by_provider.items()]),
+        _table(["provider", "rows"], [[esc(p), _n(n)] for p, n in by_provider.items()]),
         "",
         "## Rows per license",
         "",
@@ -246,7 +252,7 @@ def render_card(
             "",
             _table(
                 ["reason", "rows", "meaning"],
-                [[k, _n(v), REJECT_REASONS.get(k, "")] for k, v in sorted(cleaning.items()) if v],
+                [[k, _n(v), esc(REJECT_REASONS.get(k, ""))] for k, v in sorted(cleaning.items()) if v],
             ),
             "",
         ]
