@@ -367,6 +367,21 @@ def _run_publish(defs, instance, media: str, verbose: bool, dry_run: bool, detai
     return []
 
 
+def _register_built_providers(instance, layout, media: str) -> None:
+    """Give the instance the provider partitions the last build discovered.
+
+    The release reads its provider set from the dynamic partitions; `publish` on a fresh (temporary) instance
+    would otherwise release no provider at all.
+    """
+    from openverse_dataset.defs.common import PROVIDER_PARTITIONS
+
+    found = json.loads(layout.providers_file(media).read_text())["providers"]
+    name = PROVIDER_PARTITIONS[media].name
+    missing = sorted(set(found) - set(instance.get_dynamic_partitions(name)))
+    if missing:
+        instance.add_dynamic_partitions(name, missing)
+
+
 def publish(media_names: Sequence[str], verbose: bool = False, dry_run: bool = False) -> int:
     """Publish (or with `dry_run`, only plan) the releases from the cleaned data already built; print the plan."""
     from openverse_dataset.doctor import Config
@@ -388,6 +403,7 @@ def publish(media_names: Sequence[str], verbose: bool = False, dry_run: bool = F
     with ExitStack() as stack:
         instance = _instance(stack)
         for media in media_names:
+            _register_built_providers(instance, layout, media)
             failures += _run_publish(defs, instance, media, verbose, dry_run, details)
             plan_file = layout.release_plan(media)
             if plan_file.exists():

@@ -57,6 +57,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OPENVERSE_S3_PREFIX", "openverse", "key prefix of the S3 dumps", "openverse"),
     Setting("OPENVERSE_RELEASE_DATE", "today (UTC)", "date (YYYY-MM-DD) the card and release tag carry", "2026-11-27"),
     Setting(
+        "OPENVERSE_HUB_TIMEOUT",
+        "120",
+        "seconds each Hub read/write may take before it fails (connecting: at most 15 s)",
+        "120",
+    ),
+    Setting(
+        "OPENVERSE_RUN_MAX_RETRIES",
+        "2",
+        "how often a sensor-requested run is retried after a failure before the alert is sent",
+        "2",
+    ),
+    Setting(
         "OPENVERSE_FULL_REBUILD_DAYS",
         "7",
         "re-read a provider partition whole when its last full rebuild is this many days old (0: always)",
