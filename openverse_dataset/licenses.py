@@ -1,8 +1,11 @@
 """The license registry: slugs, versions, ports, URLs, groups, configs and attribution text.
 
 One source of truth for every license fact: cleaning, the license subsets (Hub configs), the dataset card and
-the checks all read it. The version/jurisdiction table and the display-name and attribution rules follow
-Openverse's `openverse-attribution` package (WordPress/openverse, MIT); see docs in the README.
+the checks all read it. The clean step's polars expressions (transform/clean.py) are built from these tables
+(`LICENSES`, `ALIASES`, `valid_keys`, `url_paths`, `LICENSE_URL_RE`); the plain functions below
+(`normalize_*`, `parse_license_url`, `license_url`, `full_name`, `attribution`) are the tests' oracle for them,
+and `is_valid` is what the release check uses. The version/jurisdiction table and the display-name and
+attribution rules follow Openverse's `openverse-attribution` package (WordPress/openverse, MIT); see docs in the README.
 """
 
 from __future__ import annotations

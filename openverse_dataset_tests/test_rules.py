@@ -40,7 +40,7 @@ def test_every_table_is_derived_from_the_one_list_of_rules():
     assert R.removal_classes(RULES)["source_hidden"] == "source_hidden"
     assert DERIVED["license_url"] == ["license", "license_version", "meta_data"]
     assert {"title", "creator", "attribution", "filetype", "tags"} <= set(DERIVED)
-    assert "HTML markup removed from title or creator" in cleaning_summary()
+    assert "HTML markup removed from titles and creators" in cleaning_summary()
     with pytest.raises(ValueError, match="removal class"):
         R.Rule("x", "reject", 1, "meaning", lambda ctx: pl.lit(True))
 

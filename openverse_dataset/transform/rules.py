@@ -55,6 +55,7 @@ class Rule:
     when: Callable[[RuleContext], pl.Expr] | None = None
     derives: dict[str, tuple[str, ...]] = field(default_factory=dict)  # output column -> raw columns it reads
     removal: str | None = None  # rejects: the removal class
+    summary: str = ""  # repairs: the short phrase the card's sentence on cleaning uses
 
     def __post_init__(self) -> None:
         if self.action == "reject" and self.removal not in REMOVAL_CLASSES:
