@@ -420,7 +420,8 @@ def test_a_takedown_committed_during_a_build_never_reaches_the_target(env, upstr
     upstream_catalog.take_down("audio", [victim])  # after the clean step took its snapshot
     capsys.readouterr()
     assert main(["publish", "--media", "audio"]) == 1
-    assert "taken down since they were cleaned" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "taken down since they were cleaned" in said.out + said.err  # failures go to stderr
     assert not (env / "hub" / "openverse-audio").exists()  # not one byte reached the target
     assert main(["build", "--media", "audio"]) == 0  # the next build re-cleans and releases without it
     released = pl.read_parquet(env / "hub" / "openverse-audio" / "data" / "*" / "*" / "*.parquet")
