@@ -103,6 +103,9 @@ def stop_group(proc: subprocess.Popen) -> list[int]:
     if left:
         os.killpg(pgid, signal.SIGKILL)
     proc.wait(timeout=10)
+    deadline = time.monotonic() + 15  # a killed orphan lingers until the kernel and init have reaped it
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     return left
 
 
