@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -62,6 +64,24 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "postgresql":
         parsed = with_pg_timeouts(parsed)
     return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+@contextmanager
+def catalog_engines(what: str, *urls: str) -> Iterator[tuple[sa.Engine, ...]]:
+    """Engines for `urls`, disposed on exit; a driver error inside becomes one `CatalogError` line.
+
+    Every catalog read wants the same three things: a short-lived engine, a message that says what failed and
+    where, and no password in it (driver errors may echo connection strings). `what` names the operation and,
+    where useful, the redacted URL.
+    """
+    engines = tuple(make_engine(u) for u in urls)
+    try:
+        yield engines
+    except sa.exc.SQLAlchemyError as exc:
+        raise CatalogError(f"{what} failed: {scrub(str(exc), *urls)}") from None
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 # What a watermark may be: a timestamp Python can hold and not in the future. `infinity`, year 10000 and BC

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import CatalogError, catalog_engines, redact
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
 
@@ -165,34 +165,31 @@ def prepare_catalog(
     CONCURRENTLY build that was interrupted) is dropped and built again: IF NOT EXISTS alone would keep it,
     and PostgreSQL never uses an invalid index.
     """
-    engine = make_engine(url).execution_options(isolation_level="AUTOCOMMIT")  # CONCURRENTLY needs autocommit
     done: list[Prepared] = []
-    try:
-        with engine.connect() as conn:
-            pg = conn.dialect.name == "postgresql"
-            if pg:  # a DBA role's timeouts must not kill an hour-long build halfway
-                conn.exec_driver_sql("SET statement_timeout = 0")
-            for name in media_names or MEDIA_TYPES:
-                for want in INDEXES[name]:
-                    have = _existing(conn, [want.table])[want.table]
-                    if _satisfied(want, have):
-                        done.append(Prepared(want, "present", 0.0))
-                        continue
-                    action = "created"
-                    if any(h.name == want.name for h in have):  # ours, but invalid or reshaped
-                        drop = f"DROP INDEX {'CONCURRENTLY ' if pg else ''}IF EXISTS {want.name}"
-                        echo(drop)
-                        conn.exec_driver_sql(drop)
-                        action = "rebuilt"
-                    stmt = want.create_sql(conn.dialect.name)
-                    echo(stmt)
-                    start = time.monotonic()
-                    conn.exec_driver_sql(stmt)
-                    done.append(Prepared(want, action, time.monotonic() - start))
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"preparing the catalog at {redact(url)} failed: {scrub(str(exc), url)}") from None
-    finally:
-        engine.dispose()
+    with (
+        catalog_engines(f"preparing the catalog at {redact(url)}", url) as (engine,),
+        engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn,  # CONCURRENTLY needs autocommit
+    ):
+        pg = conn.dialect.name == "postgresql"
+        if pg:  # a DBA role's timeouts must not kill an hour-long build halfway
+            conn.exec_driver_sql("SET statement_timeout = 0")
+        for name in media_names or MEDIA_TYPES:
+            for want in INDEXES[name]:
+                have = _existing(conn, [want.table])[want.table]
+                if _satisfied(want, have):
+                    done.append(Prepared(want, "present", 0.0))
+                    continue
+                action = "created"
+                if any(h.name == want.name for h in have):  # ours, but invalid or reshaped
+                    drop = f"DROP INDEX {'CONCURRENTLY ' if pg else ''}IF EXISTS {want.name}"
+                    echo(drop)
+                    conn.exec_driver_sql(drop)
+                    action = "rebuilt"
+                stmt = want.create_sql(conn.dialect.name)
+                echo(stmt)
+                start = time.monotonic()
+                conn.exec_driver_sql(stmt)
+                done.append(Prepared(want, action, time.monotonic() - start))
     return done
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import catalog_engines, redact
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.media import MediaType
 
@@ -60,18 +60,15 @@ def _distinct_providers_sql(table: str) -> sa.TextClause:
 def discover_providers(url: str, media: MediaType) -> Discovery:
     """List the providers of a media table (sorted) and count rows that have none."""
     t = MEDIA_TABLES[media.name]
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                names = list(conn.scalars(_distinct_providers_sql(media.table)))
-            else:
-                names = list(conn.scalars(sa.select(t.c.provider).where(t.c.provider.is_not(None)).distinct()))
-            orphans = conn.scalar(sa.select(sa.func.count()).select_from(t).where(t.c.provider.is_(None)))
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"listing {media.name} providers at {redact(url)} failed: {scrub(str(exc), url)}") from None
-    finally:
-        engine.dispose()
+    with (
+        catalog_engines(f"listing {media.name} providers at {redact(url)}", url) as (engine,),
+        engine.connect() as conn,
+    ):
+        if conn.dialect.name == "postgresql":
+            names = list(conn.scalars(_distinct_providers_sql(media.table)))
+        else:
+            names = list(conn.scalars(sa.select(t.c.provider).where(t.c.provider.is_not(None)).distinct()))
+        orphans = conn.scalar(sa.select(sa.func.count()).select_from(t).where(t.c.provider.is_(None)))
     ok, refused = [], {}
     for name in sorted(set(names)):
         problem = partition_key_problem(name)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import catalog_engines, redact
 from openverse_dataset.catalog.schema import API_DELETED_TABLES, API_MATURE_TABLES, CONTENT_PROVIDER, DELETED_TABLES
 from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import MediaType
@@ -43,21 +43,16 @@ def hidden_sources(api_url: str) -> tuple[str, ...] | None:
 
     Every media type's: `provider_identifier` is unique across media types and the API filters on it alone.
     """
-    engine = make_engine(api_url)
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(CONTENT_PROVIDER.name):
-                return None
-            t = CONTENT_PROVIDER
-            rows = conn.execute(
-                sa.select(t.c.provider_identifier).where(t.c.filter_content.is_(True)).order_by(t.c.provider_identifier)
-            ).all()
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(
-            f"reading content_provider at {redact(api_url)} failed: {scrub(str(exc), api_url)}"
-        ) from None
-    finally:
-        engine.dispose()
+    with (
+        catalog_engines(f"reading content_provider at {redact(api_url)}", api_url) as (engine,),
+        engine.connect() as conn,
+    ):
+        if not sa.inspect(conn).has_table(CONTENT_PROVIDER.name):
+            return None
+        t = CONTENT_PROVIDER
+        rows = conn.execute(
+            sa.select(t.c.provider_identifier).where(t.c.filter_content.is_(True)).order_by(t.c.provider_identifier)
+        ).all()
     return tuple(str(r[0]) for r in rows)
 
 
@@ -70,21 +65,16 @@ def read_hidden_sources(path: Path | None) -> tuple[str, ...]:
 
 
 def _stream(url: str, table: sa.Table, reason: str, writer: ShardWriter) -> int:
-    engine = make_engine(url)
     n = 0
-    try:
-        with engine.connect().execution_options(stream_results=True) as conn:
-            result = conn.execute(sa.select(sa.cast(table.c.identifier, sa.Text)).order_by(table.c.identifier))
-            for rows in result.partitions(BATCH):
-                ids = [r[0] for r in rows]
-                writer.write(
-                    pa.record_batch([pa.array(ids, pa.string()), pa.array([reason] * len(ids))], schema=SCHEMA)
-                )
-                n += len(ids)
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"reading {table.name} at {redact(url)} failed: {scrub(str(exc), url)}") from None
-    finally:
-        engine.dispose()
+    with (
+        catalog_engines(f"reading {table.name} at {redact(url)}", url) as (engine,),
+        engine.connect().execution_options(stream_results=True) as conn,
+    ):
+        result = conn.execute(sa.select(sa.cast(table.c.identifier, sa.Text)).order_by(table.c.identifier))
+        for rows in result.partitions(BATCH):
+            ids = [r[0] for r in rows]
+            writer.write(pa.record_batch([pa.array(ids, pa.string()), pa.array([reason] * len(ids))], schema=SCHEMA))
+            n += len(ids)
     return n
 
 

@@ -18,12 +18,10 @@ import sqlalchemy as sa
 
 from openverse_dataset.catalog.connect import (
     PG_SANE_TIMESTAMP,
-    CatalogError,
     as_utc,
-    make_engine,
+    catalog_engines,
     redact,
     sane_max,
-    scrub,
 )
 from openverse_dataset.catalog.prepare import require_indexes
 from openverse_dataset.catalog.providers import loose_scan_cte
@@ -108,51 +106,42 @@ def catalog_watermarks(
     Raises MissingIndexes when the catalog lacks `prepare-catalog`'s indexes, unless `require_prepared=False`
     (for callers that scan on purpose, e.g. a maintainer-run asset that counts every row anyway).
     """
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            if require_prepared:
-                require_indexes(conn, url, media)
-            if conn.dialect.name == "postgresql":
-                rows = conn.execute(_pg_sql(media, counts)).all()
-            else:
-                t, d = MEDIA_TABLES[media.name], DELETED_TABLES[media.name]
-                deleted = sa.select(d.c.provider, sane_max(d.c.deleted_on).label("m")).group_by(d.c.provider).subquery()
-                stmt = (
-                    sa.select(
-                        t.c.provider,
-                        sane_max(t.c.updated_on),
-                        sa.func.max(deleted.c.m),
-                        sa.func.count() if counts else sa.null(),
-                    )
-                    .select_from(t.outerjoin(deleted, deleted.c.provider == t.c.provider))
-                    .where(t.c.provider.is_not(None))
-                    .group_by(t.c.provider)
-                    .order_by(t.c.provider)
+    with (
+        catalog_engines(f"reading {media.name} watermarks at {redact(url)}", url) as (engine,),
+        engine.connect() as conn,
+    ):
+        if require_prepared:
+            require_indexes(conn, url, media)
+        if conn.dialect.name == "postgresql":
+            rows = conn.execute(_pg_sql(media, counts)).all()
+        else:
+            t, d = MEDIA_TABLES[media.name], DELETED_TABLES[media.name]
+            deleted = sa.select(d.c.provider, sane_max(d.c.deleted_on).label("m")).group_by(d.c.provider).subquery()
+            stmt = (
+                sa.select(
+                    t.c.provider,
+                    sane_max(t.c.updated_on),
+                    sa.func.max(deleted.c.m),
+                    sa.func.count() if counts else sa.null(),
                 )
-                rows = conn.execute(stmt).all()
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"reading {media.name} watermarks at {redact(url)} failed: {scrub(str(exc), url)}") from None
-    finally:
-        engine.dispose()
+                .select_from(t.outerjoin(deleted, deleted.c.provider == t.c.provider))
+                .where(t.c.provider.is_not(None))
+                .group_by(t.c.provider)
+                .order_by(t.c.provider)
+            )
+            rows = conn.execute(stmt).all()
     return {p: Watermark(p, as_utc(u), as_utc(dl), int(n) if n is not None else None) for p, u, dl, n in rows}
 
 
 def provider_watermark(url: str, media: MediaType, provider: str) -> Watermark:
     """One provider's watermark (taken by the raw extract just before it reads the provider's rows)."""
     t, d = MEDIA_TABLES[media.name], DELETED_TABLES[media.name]
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                u, dl = conn.execute(_pg_provider_sql(media), {"provider": provider}).one()
-            else:
-                u = conn.scalar(sa.select(sane_max(t.c.updated_on)).where(t.c.provider == provider))
-                dl = conn.scalar(sa.select(sane_max(d.c.deleted_on)).where(d.c.provider == provider))
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"reading the watermark of {provider!r} failed: {scrub(str(exc), url)}") from None
-    finally:
-        engine.dispose()
+    with catalog_engines(f"reading the watermark of {provider!r}", url) as (engine,), engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            u, dl = conn.execute(_pg_provider_sql(media), {"provider": provider}).one()
+        else:
+            u = conn.scalar(sa.select(sane_max(t.c.updated_on)).where(t.c.provider == provider))
+            dl = conn.scalar(sa.select(sane_max(d.c.deleted_on)).where(d.c.provider == provider))
     return Watermark(provider, as_utc(u), as_utc(dl))
 
 
@@ -177,8 +166,7 @@ def takedown_mark(catalog_url: str, api_url: str, media: MediaType) -> TakedownM
     MissingIndexes without it).
     """
     ad, am, d = API_DELETED_TABLES[media.name], API_MATURE_TABLES[media.name], DELETED_TABLES[media.name]
-    api, cat = make_engine(api_url), make_engine(catalog_url)
-    try:
+    with catalog_engines("reading takedown marks", api_url, catalog_url) as (api, cat):
         with api.connect() as conn:
             a = conn.scalar(sa.select(sa.func.max(sa.func.coalesce(ad.c.updated_on, ad.c.created_on))))
             m = conn.scalar(sa.select(sa.func.max(am.c.created_on)))
@@ -188,11 +176,6 @@ def takedown_mark(catalog_url: str, api_url: str, media: MediaType) -> TakedownM
                 dl = conn.scalar(_pg_newest_deletion_sql(media))
             else:
                 dl = conn.scalar(sa.select(sane_max(d.c.deleted_on)))
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"reading takedown marks failed: {scrub(str(exc), catalog_url, api_url)}") from None
-    finally:
-        api.dispose()
-        cat.dispose()
     return TakedownMark(as_utc(a), as_utc(m), as_utc(dl))
 
 
@@ -218,8 +201,7 @@ def takedowns_since(
     t = MEDIA_TABLES[media.name]
     ids: set[str] = set()
     affected: dict[str, set[str]] = {}
-    api, cat = make_engine(api_url), make_engine(catalog_url)
-    try:
+    with catalog_engines("reading new takedowns", api_url, catalog_url) as (api, cat):
         with api.connect() as conn:
             q1 = sa.select(sa.cast(ad.c.identifier, sa.Text))
             if since and since.api_deleted:
@@ -252,9 +234,4 @@ def takedowns_since(
                 )
                 for provider, ident in conn.execute(stmt):
                     affected.setdefault(provider, set()).add(ident)
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"reading new takedowns failed: {scrub(str(exc), catalog_url, api_url)}") from None
-    finally:
-        api.dispose()
-        cat.dispose()
     return affected

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import catalog_engines, redact
 from openverse_dataset.catalog.providers import discover_providers
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.catalog.snapshot_marks import snapshot_with_mark
@@ -44,16 +44,10 @@ def count_rows_by_provider(url: str, media: MediaType) -> dict[str, int]:
     never the sensors, so its cost is paid when a maintainer or the discovery job asks for it.
     """
     t = MEDIA_TABLES[media.name]
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.c.provider, sa.func.count()).where(t.c.provider.is_not(None)).group_by(t.c.provider)
-            ).all()
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(f"counting {media.name} rows at {redact(url)} failed: {scrub(str(exc), url)}") from None
-    finally:
-        engine.dispose()
+    with catalog_engines(f"counting {media.name} rows at {redact(url)}", url) as (engine,), engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.provider, sa.func.count()).where(t.c.provider.is_not(None)).group_by(t.c.provider)
+        ).all()
     return {str(p): int(n) for p, n in rows}
 
 
