@@ -9,12 +9,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -114,3 +118,25 @@ def assert_stopped(proc: subprocess.Popen) -> list[int]:
     left = stop_group(proc)
     assert not group_members(proc.pid), f"processes of {proc.args!r} survived SIGKILL"
     return left
+
+
+def dagster_dev(
+    stack: ExitStack, env: dict[str, str], log_path: Path, port: int, *, workspace: bool = True
+) -> subprocess.Popen:
+    """`dagster dev` on loopback, in the repository, logging to `log_path`; stopped when `stack` closes.
+
+    It leads its own process group, so it, its daemon, code server and runs stop together, and the test fails if
+    anything of that group outlives the stop.
+    """
+    args = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]
+    log = stack.enter_context(open(log_path, "w"))  # noqa: SIM115 (closed by the stack, after the stop)
+    proc = subprocess.Popen(
+        [*args, "-w", "workspace.yaml"] if workspace else args,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    stack.callback(lambda: print(f"dagster dev needed SIGKILL for {left}") if (left := assert_stopped(proc)) else None)
+    return proc

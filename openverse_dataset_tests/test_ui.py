@@ -9,8 +9,6 @@ rejects by reason, the rendered card). Screenshots go to `artifacts/ui/`; `UPDAT
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,7 +19,7 @@ from unittest import mock
 
 import pytest
 
-from openverse_dataset_tests.procs import assert_stopped, free_port, gql, wait_loaded
+from openverse_dataset_tests.procs import dagster_dev, free_port, gql, wait_loaded
 
 pytestmark = pytest.mark.browser
 
@@ -154,16 +152,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     port = free_port()
     log_path = ARTIFACTS / "dagster-dev.log"
     with ExitStack() as stack:
-        log = stack.enter_context(open(log_path, "w"))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so it (and only it) can be stopped as a whole
-        )
-        stack.callback(_assert_stopped, proc)
+        proc = dagster_dev(stack, env, log_path, port)
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         stack.callback(browser.close)
@@ -172,12 +161,6 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
         print(f"dagster dev loaded: {time.monotonic() - start:.1f}s; stopped sensors: {_stop_sensors(server)}")
         server.gql("mutation { setNuxSeen }")  # the "Join the community" modal would block every click
         yield server
-
-
-def _assert_stopped(proc: subprocess.Popen) -> None:
-    left = assert_stopped(proc)
-    if left:
-        print(f"dagster dev needed SIGKILL for {left}")
 
 
 @pytest.fixture

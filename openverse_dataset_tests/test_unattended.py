@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ import yaml
 
 from openverse_dataset.catalog.seed import demo_rows
 from openverse_dataset.media import IMAGE
-from openverse_dataset_tests.procs import free_port, group_members, stop_group
+from openverse_dataset_tests.procs import dagster_dev, free_port, group_members
 
 pytestmark = pytest.mark.postgres
 
@@ -170,17 +169,7 @@ def test_releases_follow_the_catalog_with_nobody_clicking(upstream_catalog, daem
     log_path.parent.mkdir(exist_ok=True)
     with ExitStack() as stack:
         stack.callback(receiver.close)
-        log = stack.enter_context(open(log_path, "w"))
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: it, its daemon, code server and runs stop together
-        )
-        stack.callback(lambda: (stop_group(proc), _assert_gone(proc)))
+        proc = dagster_dev(stack, env, log_path, free_port())
 
         # Baseline: the first release holds every provider, with nobody having called a job.
         latencies["first release (from server start)"] = _wait(
@@ -262,7 +251,6 @@ def test_releases_follow_the_catalog_with_nobody_clicking(upstream_catalog, daem
         )
         assert REMOVED not in _partitions(daemon_env["home"])
 
-        log.flush()
         text = log_path.read_text()
         assert receiver.url not in text and SECRET_PATH not in text  # the webhook URL is a secret
 
@@ -289,10 +277,3 @@ def _partitions(home: Path) -> list[str]:
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return instance.get_dynamic_partitions("image_providers")
-
-
-def _assert_gone(proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 10  # SIGKILLed processes take a moment to be reaped
-    while group_members(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not group_members(proc.pid), "processes of dagster dev survived"
