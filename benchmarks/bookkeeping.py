@@ -35,14 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synth import PROVIDERS
 
-from openverse_dataset.layout import DataLayout, release_staging, replace_dir
+from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import IMAGE
 from openverse_dataset.parquet import ShardWriter, sha256_file
 from openverse_dataset.publish.targets import LocalTarget
 from openverse_dataset.release.changes import ReleaseFiles, prepare_changes
 from openverse_dataset.release.subsets import compute_subsets
 from openverse_dataset.release.tree import release_files
-from openverse_dataset.shards import REJECTS_GLOB, record_shards
+from openverse_dataset.shards import install_clean_output
 from openverse_dataset.transform.partition import clean_schema, license_folder, reject_schema
 
 MEDIA = "image"
@@ -119,10 +119,7 @@ def write_provider(
             cols["reason"] = pa.array(["removed_from_source"] * gone.num_rows)
             rejects.write(pa.table(cols).cast(rej_schema))
     rejects.close()
-    record_shards(staging)
-    record_shards(rej_staging, REJECTS_GLOB)
-    replace_dir(staging, layout.clean_dir(MEDIA, provider))
-    replace_dir(rej_staging, layout.rejects_dir(MEDIA, provider))
+    install_clean_output(staging, rej_staging, layout.clean_dir(MEDIA, provider), layout.rejects_dir(MEDIA, provider))
     release_staging(staging)
     release_staging(rej_staging)
 

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openverse_dataset.layout import DataLayout
+from openverse_dataset.layout import DataLayout, replace_dirs
 from openverse_dataset.parquet import sha256_file
 
 SIDECAR_FORMAT = 1
@@ -80,6 +80,18 @@ def record_shards(folder: Path, pattern: str = CLEAN_GLOB) -> ShardRecords:
     if folder.exists():
         _write_sidecar(folder, records)
     return ShardRecords(folder, records, rehashed=len(records))
+
+
+def install_clean_output(clean_staging: Path, rej_staging: Path, clean_dir: Path, rej_dir: Path) -> None:
+    """Record both staged folders' shards, then switch them into place as one transaction.
+
+    Every writer of a clean output (full clean, incremental clean, benchmarks and tests that stage one) goes
+    through here, so the sidecars always exist and the removal reasons always match the kept rows, even across
+    a kill between the two switches.
+    """
+    record_shards(clean_staging)  # each shard's sha256, once: releases read it instead of re-hashing
+    record_shards(rej_staging, REJECTS_GLOB)
+    replace_dirs([(clean_staging, clean_dir), (rej_staging, rej_dir)])
 
 
 def shard_records(folder: Path, pattern: str = CLEAN_GLOB) -> ShardRecords:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from openverse_dataset.layout import DataLayout, release_staging, replace_dir
+from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import IMAGE
 from openverse_dataset.parquet import sha256_file, write_batches
 from openverse_dataset.publish.targets import (
@@ -28,7 +28,7 @@ from openverse_dataset.release.card import render_card
 from openverse_dataset.release.changes import REMOVALS_SCHEMA, ReleaseFiles, prepare_changes
 from openverse_dataset.release.subsets import compute_subsets
 from openverse_dataset.release.tree import release_files
-from openverse_dataset.shards import REJECTS_GLOB, ShardHashes, record_shards, shard_records
+from openverse_dataset.shards import ShardHashes, install_clean_output, shard_records
 from openverse_dataset.transform.partition import license_folder
 
 MEDIA = "image"
@@ -74,10 +74,7 @@ def write_provider(layout: DataLayout, provider: str, rows: list[dict], rejects:
     rej.mkdir(parents=True)
     if rejects:
         write_batches(rej, REJECT_SCHEMA, [pa.Table.from_pylist(list(rejects), schema=REJECT_SCHEMA)])
-    record_shards(staging)
-    record_shards(rej, REJECTS_GLOB)
-    replace_dir(staging, layout.clean_dir(MEDIA, provider))
-    replace_dir(rej, layout.rejects_dir(MEDIA, provider))
+    install_clean_output(staging, rej, layout.clean_dir(MEDIA, provider), layout.rejects_dir(MEDIA, provider))
     release_staging(staging)
     release_staging(rej)
 

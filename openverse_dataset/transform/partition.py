@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.catalog.takedowns import read_hidden_sources
-from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dirs
+from openverse_dataset.layout import DataLayout, crash_point, release_staging
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import (
     DEFAULT_SHARD_BYTES,
@@ -46,7 +46,7 @@ from openverse_dataset.parquet import (
     sha256_file,
     sort_by_key,
 )
-from openverse_dataset.shards import REJECTS_GLOB, record_shards
+from openverse_dataset.shards import install_clean_output
 from openverse_dataset.streams import put_unless_stopped
 from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
@@ -422,14 +422,8 @@ def clean_partition(
         _drop_duplicates(clean_staging, result, dups, cpass.rej_schema, new_writer, raw_files, media)
         _write_rejects(rejects, cpass.rejects.batches(), dups, cpass.rej_schema)
         rejects.close()
-        record_shards(clean_staging)  # each shard's sha256, once: releases read it instead of re-hashing
-        record_shards(rej_staging, REJECTS_GLOB)
-        # One transaction: the removal reasons always match the kept rows, even across a kill.
-        replace_dirs(
-            [
-                (clean_staging, layout.clean_dir(media.name, provider)),
-                (rej_staging, layout.rejects_dir(media.name, provider)),
-            ]
+        install_clean_output(
+            clean_staging, rej_staging, layout.clean_dir(media.name, provider), layout.rejects_dir(media.name, provider)
         )
     except BaseException:
         out.abort()
@@ -630,9 +624,7 @@ def _clean_changes(
         base = _file_batches(prev_rejects, cpass.rej_schema, 50_000)
         _write_rejects(rejects, base, new_rejects, cpass.rej_schema, affected)
         rejects.close()
-        record_shards(clean_staging)  # as in the full clean: releases read each shard's sha256 from here
-        record_shards(rej_staging, REJECTS_GLOB)
-        replace_dirs([(clean_staging, clean_dir), (rej_staging, rej_dir)])
+        install_clean_output(clean_staging, rej_staging, clean_dir, rej_dir)
     except BaseException:
         out.abort()
         cpass.abort()
