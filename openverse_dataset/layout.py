@@ -42,6 +42,22 @@ log = logging.getLogger(__name__)
 SHARD_MANIFEST = "_shards.json"  # not matched by the shard globs (`part-*.parquet`)
 
 
+# A slice of a big provider is a "unit" named `provider + SLICE_SEP + tag`. NUL never occurs in a provider name
+# (discovery refuses it: Dagster forbids it in partition keys), so a unit name never equals a provider's. Units are
+# only ever built from a provider's slice plan (catalog/slices.py), never parsed out of untrusted input.
+SLICE_SEP = "\0"
+
+
+def slice_unit(provider: str, tag: str) -> str:
+    """The unit name of one slice of `provider` (paths of its raw, clean, rejects, changes and state)."""
+    return f"{provider}{SLICE_SEP}{tag}"
+
+
+def _split_unit(unit: str) -> tuple[str, str | None]:
+    provider, sep, tag = unit.partition(SLICE_SEP)
+    return provider, (tag if sep else None)
+
+
 class UnsafePathError(ValueError):
     """A computed path would leave the data directory."""
 
@@ -104,14 +120,30 @@ class DataLayout:
             raise UnsafePathError(f"path {p} escapes the data directory {self.root}")
         return p
 
+    def _unit_dir(self, stage: str, media: str, unit: str) -> Path:
+        """A provider's folder of one stage, or a slice's (`slices/<stage>/<media>/<provider>/<tag>`)."""
+        provider, tag = _split_unit(unit)
+        if tag is None:
+            return self._inside(stage, media, segment(provider))
+        return self._inside("slices", stage, media, segment(provider), segment(tag))
+
     def raw_dir(self, media: str, provider: str) -> Path:
-        return self._inside("raw", media, segment(provider))
+        """A provider's raw shards (a sliced provider's: links to its slices' shards, in slice order)."""
+        return self._unit_dir("raw", media, provider)
 
     def clean_dir(self, media: str, provider: str) -> Path:
-        return self._inside("clean", media, segment(provider))
+        return self._unit_dir("clean", media, provider)
 
     def rejects_dir(self, media: str, provider: str) -> Path:
-        return self._inside("rejects", media, segment(provider))
+        return self._unit_dir("rejects", media, provider)
+
+    def slices_dir(self, stage: str, media: str, provider: str) -> Path:
+        """Every slice folder of one provider for one stage (raw, clean, rejects, changes, state/<stage>)."""
+        return self._inside("slices", stage, media, segment(provider))
+
+    def slice_plan_file(self, media: str, provider: str) -> Path:
+        """How a big provider is split into slices (catalog/slices.py): the source of truth for its units."""
+        return self._inside("state", "slice-plans", media, f"{segment(provider)}.json")
 
     def dump_dir(self, media: str, provider: str) -> Path:
         """Raw shards filtered of takedowns for the S3 dump (only those that needed filtering)."""
@@ -119,11 +151,14 @@ class DataLayout:
 
     def changes_dir(self, media: str, provider: str) -> Path:
         """What the last incremental raw refresh changed (rows read, identifiers removed): the clean step's input."""
-        return self._inside("changes", media, segment(provider))
+        return self._unit_dir("changes", media, provider)
 
     def state_file(self, stage: str, media: str, provider: str) -> Path:
-        """A partition's refresh state for one stage (watermarks, versions, last full rebuild)."""
-        return self._inside("state", stage, media, f"{segment(provider)}.json")
+        """A partition's (or slice's) refresh state for one stage (watermarks, versions, last full rebuild)."""
+        name, tag = _split_unit(provider)
+        if tag is None:
+            return self._inside("state", stage, media, f"{segment(name)}.json")
+        return self._inside("slices", f"state-{stage}", media, segment(name), f"{segment(tag)}.json")
 
     def takedowns_file(self, media: str) -> Path:
         return self._inside("takedowns", f"{media}.parquet")

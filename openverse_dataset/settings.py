@@ -75,6 +75,13 @@ SETTINGS: tuple[Setting, ...] = (
         "7",
     ),
     Setting(
+        "OPENVERSE_PARTITION_MAX_ROWS",
+        "25000000",
+        "most rows one unit of extract/clean work (and one catalog snapshot) holds; bigger providers are split "
+        "into identifier-range slices (docs/scale.md)",
+        "25000000",
+    ),
+    Setting(
         "OPENVERSE_REFRESH_OVERLAP_MINUTES",
         "10",
         "an incremental refresh re-reads rows stamped this long before its watermark",

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openverse_dataset.layout import DataLayout, replace_dirs
+from openverse_dataset.layout import DataLayout, release_staging, replace_dirs
 from openverse_dataset.parquet import sha256_file
 
 SIDECAR_FORMAT = 1
@@ -152,3 +152,72 @@ class ShardHashes:
             if s is not None and s.get("size") == st.st_size and s.get("mtime_ns") == st.st_mtime_ns:
                 return s["sha256"]
         return sha256_file(path)
+
+
+def _linked_name(rel: str, prefix: str) -> str:
+    """`<license>/part-00003.parquet` of slice `07` -> `<license>/part-07-00003.parquet` (sorted: slice order)."""
+    head, _, name = rel.rpartition("/")
+    name = f"part-{prefix}-{name.removeprefix('part-')}"
+    return f"{head}/{name}" if head else name
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)  # same inode: same size and mtime, so the sidecar entry still vouches for it
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, dst)
+
+
+def assemble_folder(
+    layout: DataLayout,
+    parts: list[tuple[object, Path]],
+    dest: Path,
+    pattern: str,
+    *,
+    sidecar: bool = True,
+) -> None:
+    """Make `dest` hold every part folder's shards, in part order (see `assemble_folders`)."""
+    assemble_folders(layout, [(parts, dest, pattern, sidecar)])
+
+
+def assemble_folders(layout: DataLayout, jobs: list[tuple[list[tuple[object, Path]], Path, str, bool]]) -> None:
+    """Build each `dest` from its parts' shards (hard links, renamed `part-<slice>-<n>`), switched in as one.
+
+    A part is `(slice, folder)` with `slice.index` and `slice.count` (catalog/slices.py): a sliced provider's
+    folder is its slices' files in slice order, so readers of one folder per provider (the release, the S3
+    dump) need not know about slices. Sidecars are composed from the parts' (no shard byte is read when they
+    hold), so the release hashes nothing again.
+    """
+    pairs: list[tuple[Path, Path]] = []
+    try:
+        for parts, dest, pattern, with_sidecar in jobs:
+            staging = layout.staging_dir("assemble")
+            pairs.append((staging, dest))
+            staging.mkdir(parents=True)
+            _fill(staging, parts, pattern, with_sidecar)
+    except BaseException:
+        for staging, _ in pairs:
+            release_staging(staging)
+        raise
+    replace_dirs(pairs)
+
+
+def _fill(staging: Path, parts: list[tuple[object, Path]], pattern: str, with_sidecar: bool) -> None:
+    """Link the parts' shards into `staging` under slice-prefixed names; compose the sidecar."""
+    records: list[ShardRecord] = []
+    for part, folder in parts:
+        width = len(str(part.count - 1))
+        prefix = f"{part.index:0{width}d}"
+        found = shard_records(folder, pattern) if with_sidecar else None
+        for p in sorted(Path(folder).glob(pattern)):
+            rel = _linked_name(p.relative_to(folder).as_posix(), prefix)
+            _link(p, staging / rel)
+        if found is not None:
+            for r in found.records:
+                st = (staging / _linked_name(r.path, prefix)).stat()
+                records.append(ShardRecord(_linked_name(r.path, prefix), st.st_size, st.st_mtime_ns, r.sha256))
+    if with_sidecar:
+        _write_sidecar(staging, sorted(records, key=lambda r: r.path))

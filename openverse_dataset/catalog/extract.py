@@ -90,6 +90,28 @@ class ExtractResult:
 PROVIDER_SETTING = "openverse.provider"
 
 
+IdRange = tuple[str | None, str | None]  # [lo, hi) of `identifier` (UUID text); None: open at that end
+
+
+class TooManyRows(RuntimeError):
+    """The snapshot holds more rows than the unit may (OPENVERSE_PARTITION_MAX_ROWS): split it, then read again."""
+
+    def __init__(self, rows: int, max_rows: int) -> None:
+        super().__init__(f"{rows:,} rows, more than the bound of {max_rows:,}")
+        self.rows, self.max_rows = rows, max_rows
+
+
+def in_id_range(col: sa.ColumnElement, id_range: IdRange | None) -> list[sa.ColumnElement]:
+    """Conditions restricting `identifier` to one slice's range (served by the catalog's identifier index)."""
+    lo, hi = id_range or (None, None)
+    out = []
+    if lo is not None:
+        out.append(col >= lo)
+    if hi is not None:
+        out.append(col < hi)
+    return out
+
+
 def _provider_value(provider: str | None) -> sa.ColumnElement:
     return sa.func.current_setting(PROVIDER_SETTING) if provider is None else sa.literal(provider)
 
@@ -128,7 +150,11 @@ def _timestamp_columns(media: MediaType) -> list[str]:
 
 
 def select_partition(
-    media: MediaType, provider: str | None, lower: datetime | None = None, upper: datetime | None = None
+    media: MediaType,
+    provider: str | None,
+    lower: datetime | None = None,
+    upper: datetime | None = None,
+    id_range: IdRange | None = None,
 ) -> sa.Select:
     """The partition's rows, every column by name, in ingestion order (created_on, then identifier).
 
@@ -137,7 +163,9 @@ def select_partition(
     i.e. by their lowercase hex text, as the merge code does.
     """
     t = MEDIA_TABLES[media.name]
-    stmt = sa.select(*raw_columns(media)).where(t.c.provider == _provider_value(provider))
+    stmt = sa.select(*raw_columns(media)).where(
+        t.c.provider == _provider_value(provider), *in_id_range(t.c.identifier, id_range)
+    )
     if lower is not None:
         stmt = stmt.where(t.c.created_on >= lower)
     if upper is not None:
@@ -158,11 +186,11 @@ def created_ranges(oldest: datetime | None, newest: datetime | None, n: int) -> 
     return list(zip([None, *cuts], [*cuts, None], strict=True))
 
 
-def select_watermark(media: MediaType, provider: str | None) -> sa.Select:
+def select_watermark(media: MediaType, provider: str | None, id_range: IdRange | None = None) -> sa.Select:
     t = MEDIA_TABLES[media.name]
     bad = sa.or_(*[sa.and_(t.c[c].is_not(None), sa.not_(_timestamp_ok(t.c[c]))) for c in _timestamp_columns(media)])
     return sa.select(sa.func.count(), sane_max(t.c.updated_on), sa.func.count().filter(bad)).where(
-        t.c.provider == _provider_value(provider)
+        t.c.provider == _provider_value(provider), *in_id_range(t.c.identifier, id_range)
     )
 
 
@@ -172,11 +200,17 @@ def bind_provider(cur, provider: str) -> None:
     cur.fetchall()
 
 
-def select_created_span(media: MediaType, provider: str | None) -> sa.Select:
+def select_created_span(media: MediaType, provider: str | None, id_range: IdRange | None = None) -> sa.Select:
     t = MEDIA_TABLES[media.name]
     return sa.select(sa.func.min(t.c.created_on), sa.func.max(t.c.created_on)).where(
-        t.c.provider == _provider_value(provider)
+        t.c.provider == _provider_value(provider), *in_id_range(t.c.identifier, id_range)
     )
+
+
+def _check_bound(watermark: list, max_rows: int | None) -> None:
+    """Stop before reading rows when the snapshot's count says the unit is above the bound."""
+    if max_rows is not None and watermark and int(watermark[0] or 0) > max_rows:
+        raise TooManyRows(int(watermark[0]), max_rows)
 
 
 def _rows_to_batch(rows: list, schema: pa.Schema) -> pa.RecordBatch:
@@ -186,15 +220,22 @@ def _rows_to_batch(rows: list, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def _generic_batches(
-    engine: sa.Engine, media: MediaType, provider: str, batch_rows: int, watermark: list
+    engine: sa.Engine,
+    media: MediaType,
+    provider: str,
+    batch_rows: int,
+    watermark: list,
+    id_range: IdRange | None = None,
+    max_rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     schema = media.raw_schema
     options: dict = {"stream_results": True}
     if engine.dialect.name == "postgresql":
         options["isolation_level"] = "REPEATABLE READ"
     with engine.connect().execution_options(**options) as conn, conn.begin():
-        watermark.extend(conn.execute(select_watermark(media, provider)).one())
-        result = conn.execute(select_partition(media, provider))
+        watermark.extend(conn.execute(select_watermark(media, provider, id_range)).one())
+        _check_bound(watermark, max_rows)
+        result = conn.execute(select_partition(media, provider, id_range=id_range))
         for rows in result.partitions(batch_rows):
             yield _rows_to_batch(rows, schema)
 
@@ -242,11 +283,14 @@ class _RangeReader(threading.Thread):
         stop: threading.Event,
         snapshot: str | None,
         watermark: list | None,
+        id_range: IdRange | None = None,
+        max_rows: int | None = None,
     ) -> None:
         super().__init__(daemon=True, name=f"extract-reader-{ranges[0][0]}")
         self.uri, self.media, self.provider = uri, media, provider
         self.ranges, self.queues, self.stop = ranges, queues, stop
         self.snapshot, self.watermark = snapshot, watermark
+        self.id_range, self.max_rows = id_range, max_rows
         self._cursor = None
 
     def _put(self, k: int, item: object) -> bool:
@@ -274,13 +318,14 @@ class _RangeReader(threading.Thread):
                     cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
                 bind_provider(cur, self.provider)
                 if self.watermark is not None:
-                    cur.execute(_pg_sql(select_watermark(self.media, None)))
+                    cur.execute(_pg_sql(select_watermark(self.media, None, self.id_range)))
                     self.watermark.extend(cur.fetchone())
+                    _check_bound(self.watermark, self.max_rows)
                 cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(ADBC_BATCH_BYTES)})
                 for k, lower, upper in self.ranges:
                     if self.stop.is_set():
                         return
-                    cur.execute(_pg_sql(select_partition(self.media, None, lower, upper)))
+                    cur.execute(_pg_sql(select_partition(self.media, None, lower, upper, self.id_range)))
                     for batch in cur.fetch_record_batch():
                         if batch.num_rows and not self._put(k, batch.rename_columns(schema.names).cast(schema)):
                             return  # the writer stopped: closing the connection ends the COPY and the snapshot
@@ -294,7 +339,15 @@ class _RangeReader(threading.Thread):
 
 
 def _adbc_batches(
-    url: str, media: MediaType, provider: str, readers: int, n_ranges: int, watermark: list, extra: dict
+    url: str,
+    media: MediaType,
+    provider: str,
+    readers: int,
+    n_ranges: int,
+    watermark: list,
+    extra: dict,
+    id_range: IdRange | None = None,
+    max_rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Arrow batches of the partition in identifier order, from `readers` connections on one snapshot."""
     import adbc_driver_postgresql.dbapi as pgdbapi
@@ -316,16 +369,28 @@ def _adbc_batches(
                 cur.execute("SELECT pg_export_snapshot()")
                 snapshot = cur.fetchone()[0]
                 bind_provider(cur, provider)
-                cur.execute(_pg_sql(select_watermark(media, None)))
+                cur.execute(_pg_sql(select_watermark(media, None, id_range)))
                 watermark.extend(cur.fetchone())
-                cur.execute(_pg_sql(select_created_span(media, None)))
+                _check_bound(watermark, max_rows)
+                cur.execute(_pg_sql(select_created_span(media, None, id_range)))
                 ranges = created_ranges(*(as_utc(v) for v in cur.fetchone()), n_ranges)
         queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in ranges]
         indexed = [(k, lo, hi) for k, (lo, hi) in enumerate(ranges)]
         for j in range(min(readers, len(ranges))):
             mine = indexed[j::readers]
             threads.append(
-                _RangeReader(uri, media, provider, mine, queues, stop, snapshot, None if snapshot else watermark)
+                _RangeReader(
+                    uri,
+                    media,
+                    provider,
+                    mine,
+                    queues,
+                    stop,
+                    snapshot,
+                    None if snapshot else watermark,
+                    id_range,
+                    max_rows,
+                )
             )
         for t in threads:
             t.start()
@@ -376,6 +441,9 @@ def extract_partition(
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
     progress: Progress | None = None,
     fail_after_rows: int | None = None,
+    unit: str | None = None,
+    id_range: IdRange | None = None,
+    max_rows: int | None = None,
 ) -> ExtractResult:
     """Stream one provider's rows into shards in a staging folder, then swap the folder into place.
 
@@ -384,9 +452,12 @@ def extract_partition(
     read in parallel on one exported snapshot; more ranges than readers make each server-side sort smaller
     (less temp space on a Flickr-sized partition) at the cost of one more scan per range. The generic path
     always reads with one. `fail_after_rows` simulates a crash mid-partition (for tests).
+
+    A slice of a big provider passes its `unit` (where its files go) and `id_range`; `max_rows` makes the extract
+    stop with `TooManyRows` as soon as its snapshot's count exceeds the bound, before any row is streamed.
     """
     method = choose_method(url, method)
-    final = layout.raw_dir(media.name, provider)
+    final = layout.raw_dir(media.name, unit or provider)
     staging = layout.staging_dir(f"raw-{media.name}")
     writer = ShardWriter(staging, media.raw_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
     watermark: list = []
@@ -398,10 +469,12 @@ def extract_partition(
     try:
         if method == "adbc":
             readers = max(1, readers)
-            batches = _adbc_batches(url, media, provider, readers, max(1, ranges or readers), watermark, extra)
+            batches = _adbc_batches(
+                url, media, provider, readers, max(1, ranges or readers), watermark, extra, id_range, max_rows
+            )
         else:
             engine = make_engine(url)
-            batches = _generic_batches(engine, media, provider, batch_rows, watermark)
+            batches = _generic_batches(engine, media, provider, batch_rows, watermark, id_range, max_rows)
             extra["readers"] = 1
         trim = _malloc_trimmer() if method == "adbc" else lambda: None
         groups = 0

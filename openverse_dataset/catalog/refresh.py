@@ -35,8 +35,10 @@ import sqlalchemy as sa
 from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, sane_max, scrub
 from openverse_dataset.catalog.extract import (
     ExtractResult,
+    IdRange,
     _rows_to_batch,
     extract_partition,
+    in_id_range,
     raw_columns,
 )
 from openverse_dataset.catalog.prepare import MissingIndexes, require_indexes
@@ -171,15 +173,21 @@ def full_reason(
     return ""
 
 
-def _delta_queries(media: MediaType, provider: str, others: list[str], since_u, since_d) -> dict:
+def _delta_queries(
+    media: MediaType, provider: str, others: list[str], since_u, since_d, id_range: IdRange | None = None
+) -> dict:
     t, d = MEDIA_TABLES[media.name], DELETED_TABLES[media.name]
-    changed = sa.select(*raw_columns(media)).where(t.c.provider == provider)
+    changed = sa.select(*raw_columns(media)).where(t.c.provider == provider, *in_id_range(t.c.identifier, id_range))
     if since_u is not None:
         changed = changed.where(t.c.updated_on > since_u)
-    deleted = sa.select(sa.cast(d.c.identifier, sa.Text)).where(d.c.provider == provider)
+    deleted = sa.select(sa.cast(d.c.identifier, sa.Text)).where(
+        d.c.provider == provider, *in_id_range(d.c.identifier, id_range)
+    )
     if since_d is not None:
         deleted = deleted.where(d.c.deleted_on > since_d)
-    moved = sa.select(sa.cast(t.c.identifier, sa.Text)).where(t.c.provider.in_(others or [""]))
+    moved = sa.select(sa.cast(t.c.identifier, sa.Text)).where(
+        t.c.provider.in_(others or [""]), *in_id_range(t.c.identifier, id_range)
+    )
     if since_u is not None:
         moved = moved.where(t.c.updated_on > since_u)
     return {
@@ -213,8 +221,18 @@ def _other_providers(conn: sa.Connection, media: MediaType, provider: str) -> li
     return sorted(n for n in names if n != provider)
 
 
-def read_changes(url: str, media: MediaType, state: RawState, provider: str, overlap: timedelta, out: Path) -> dict:
+def read_changes(
+    url: str,
+    media: MediaType,
+    state: RawState,
+    provider: str,
+    overlap: timedelta,
+    out: Path,
+    id_range: IdRange | None = None,
+) -> dict:
     """Read the partition's changes since `state`'s watermarks into `out` (changed.parquet, removed.parquet).
+
+    A slice (`id_range`) reads only the changes of its identifier range; the watermarks stay the provider's.
 
     One REPEATABLE READ snapshot for every query, so the new watermark describes exactly what was read.
     Returns counts and the new watermarks.
@@ -232,13 +250,13 @@ def read_changes(url: str, media: MediaType, state: RawState, provider: str, ove
         with engine.connect().execution_options(**options) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 require_indexes(conn, url, media)  # never a silent scan of the whole table per refresh
-            q = _delta_queries(media, provider, _other_providers(conn, media, provider), since_u, since_d)
+            q = _delta_queries(media, provider, _other_providers(conn, media, provider), since_u, since_d, id_range)
             max_u, max_d = conn.execute(q["watermark"]).one()
             t = MEDIA_TABLES[media.name]
             probe = (
                 sa.select(sa.func.count()).select_from(
                     sa.select(t.c.identifier)
-                    .where(t.c.provider == provider, t.c.updated_on > since_u)
+                    .where(t.c.provider == provider, t.c.updated_on > since_u, *in_id_range(t.c.identifier, id_range))
                     .limit(max(1, int(state.rows * MAX_CHANGE_SHARE)) + 1)
                     .subquery()
                 )
@@ -309,28 +327,31 @@ def refresh_raw(
     now: datetime | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    unit: str | None = None,
+    id_range: IdRange | None = None,
     **extract_kw,
 ) -> RefreshResult:
     """Bring the partition's raw folder up to the catalog: incrementally when safe, else a full extract.
 
     `current` is the provider's watermark (newest updated_on, deleted_on) taken just before, for the
     "went backwards" check (read here when not given). The change record for the clean step is rewritten
-    either way.
+    either way. A slice of a big provider passes its `unit` (its folders and state) and `id_range`.
     """
     now = now or datetime.now(UTC)
     if current is None:
         wm = provider_watermark(url, media, provider)
         current = (wm.max_updated_on, wm.max_deleted_on)
     settings = {"shard_bytes": shard_bytes, "row_group_rows": row_group_rows}
-    state_path = layout.state_file("raw", media.name, provider)
-    folder = layout.raw_dir(media.name, provider)
+    unit = unit or provider
+    state_path = layout.state_file("raw", media.name, unit)
+    folder = layout.raw_dir(media.name, unit)
     state = RawState.load(state_path)
     reason = "full rebuild requested" if force_full else full_reason(state, folder, settings, now, full_every, *current)
     if not reason:
         start = time.perf_counter()
         staging = layout.staging_dir(f"changes-{media.name}")
         try:
-            counts = read_changes(url, media, state, provider, overlap, staging)
+            counts = read_changes(url, media, state, provider, overlap, staging, id_range)
         except MissingIndexes as exc:  # still correct without them, just a whole read: say what to run
             release_staging(staging)
             counts = {"too_big": False, "unprepared": str(exc).splitlines()[0]}
@@ -343,13 +364,15 @@ def refresh_raw(
             release_staging(staging)
             reason = f"change larger than {MAX_CHANGE_SHARE:.0%} of the partition"
         else:
-            return _merge(layout, media, provider, state, staging, counts, settings, start)
+            return _merge(layout, media, unit, state, staging, counts, settings, start)
+    extract_kw.update(unit=unit, id_range=id_range)
     return _full(url, media, provider, layout, reason, now, settings, current[1], extract_kw)
 
 
 def _full(url, media, provider, layout, reason, now, settings, deleted_mark, extract_kw) -> RefreshResult:
     # `deleted_mark` was read before the extract's snapshot: a row deleted after it is newer and seen next time.
-    prev = RawState.load(layout.state_file("raw", media.name, provider))
+    unit = extract_kw.get("unit") or provider
+    prev = RawState.load(layout.state_file("raw", media.name, unit))
     result = extract_partition(url, media, provider, layout, **settings, **extract_kw)
     state = RawState(
         version=uuid.uuid4().hex,
@@ -365,8 +388,8 @@ def _full(url, media, provider, layout, reason, now, settings, deleted_mark, ext
     _write_changes_meta(
         staging, {"mode": "full", "base_version": prev.version if prev else None, "version": state.version}
     )
-    replace_dir(staging, layout.changes_dir(media.name, provider))
-    state.save(layout.state_file("raw", media.name, provider))
+    replace_dir(staging, layout.changes_dir(media.name, unit))
+    state.save(layout.state_file("raw", media.name, unit))
     return RefreshResult("full", reason, result, state, rows_read=result.rows, rows_changed=result.rows)
 
 

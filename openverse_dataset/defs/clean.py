@@ -15,7 +15,7 @@ from openverse_dataset.defs.resources import CatalogResource, DataDirResource
 from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.transform.clean import DERIVED, REJECT_REASONS, REPAIRS
-from openverse_dataset.transform.partition import clean_schema, refresh_clean, reject_schema
+from openverse_dataset.transform.partition import clean_provider, clean_schema, reject_schema
 
 PREVIEW_COLUMNS = ["identifier", "title", "creator", "license", "license_version", "attribution"]
 
@@ -84,11 +84,12 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 f"{provider}: cleaned {rows:,} rows in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s)"
             )
 
-        r, mode, why = refresh_clean(
+        r, mode, why, units = clean_provider(
             layout, media, provider, takedowns=layout.takedowns_file(media.name), progress=progress
         )
+        split = f" in {units} slices" if units > 1 else ""
         context.log.info(
-            f"{provider}: {mode} clean{f' ({why})' if why else ''} of {r.rows_cleaned:,} rows; kept {r.kept:,} "
+            f"{provider}: {mode} clean{split}{f' ({why})' if why else ''} of {r.rows_cleaned:,} rows; kept {r.kept:,} "
             f"of {r.rows_in:,}; rejected {dict(r.rejected)}; repairs {dict(r.repairs)}"
         )
         yield dg.MaterializeResult(
@@ -103,6 +104,7 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 # incremental: only rows the last raw refresh changed (and takedown moves) were cleaned again;
                 # repairs_by_rule and tags_dropped then count those rows
                 "clean_mode": mode,
+                "slices": units,
                 "full_clean_reason": why,
                 "rows_cleaned": r.rows_cleaned or 0,
                 "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),

@@ -1,11 +1,13 @@
 """Raw extract, partitioned by provider: the catalog's rows as Parquet shards, streamed in batches."""
 
 from datetime import timedelta
+from functools import partial
 from typing import Literal
 
 import dagster as dg
 
 from openverse_dataset.catalog.refresh import full_every_from_env, overlap_from_env, refresh_raw
+from openverse_dataset.catalog.slices import max_rows_from_env, refresh_provider, summary
 from openverse_dataset.catalog.watermarks import provider_watermark
 from openverse_dataset.defs.common import (
     CATALOG_POOL,
@@ -67,7 +69,8 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
 
         # Taken before the extract: a change during the extract moves the catalog past it and is seen next tick.
         watermark = provider_watermark(catalog.catalog_url(), media, provider)
-        refresh = refresh_raw(
+        one_unit = partial(
+            refresh_raw,
             catalog.catalog_url(),
             media,
             provider,
@@ -83,43 +86,63 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
             shard_bytes=config.shard_mb * 1024 * 1024,
             progress=progress,
         )
+        bound = max_rows_from_env()
+        sliced = refresh_provider(
+            catalog.catalog_url(), media, provider, data_dir.layout, bound=bound, refresh=one_unit
+        )
+        units = sliced.results
+        refresh = next((r for r in units if r.mode == "full"), units[0])  # the first full one says why
+        mode = "full" if any(r.mode == "full" for r in units) else "incremental"
+        total = summary(sliced)
         result = refresh.extract
-        rate = result.rows / result.seconds if result.seconds else 0.0
+        rate = total["rows"] / sliced.seconds if sliced.seconds else 0.0
+        rows_changed = sum(r.rows_changed for r in units)
+        rows_removed = sum(r.rows_removed for r in units)
         how = (
             f"full ({refresh.reason})"
-            if refresh.mode == "full"
-            else (f"incremental: {refresh.rows_changed:,} changed rows read, {refresh.rows_removed:,} removed")
+            if mode == "full"
+            else (f"incremental: {rows_changed:,} changed rows read, {rows_removed:,} removed")
         )
+        split = f" in {sliced.slices} slices of at most {bound:,} rows" if sliced.slices > 1 else ""
         context.log.info(
-            f"{provider}: {result.rows:,} rows, {len(result.shards)} shards, "
-            f"{result.bytes:,} bytes in {result.seconds:.2f}s via {result.method}; {how}"
+            f"{provider}: {total['rows']:,} rows{split}, {total['shards']} shards, "
+            f"{total['bytes']:,} bytes in {sliced.seconds:.2f}s via {result.method}; {how}"
         )
         return dg.MaterializeResult(
             # The catalog watermark is the raw extract's data version: the stale-provider sensor compares it.
             data_version=dg.DataVersion(watermark.token),
             metadata={
-                "dagster/row_count": result.rows,
+                "dagster/row_count": total["rows"],
                 "dagster/column_schema": column_schema(media.raw_schema),
-                "bytes": result.bytes,
-                "shards": len(result.shards),
-                "seconds": round(result.seconds, 3),
+                "bytes": total["bytes"],
+                "shards": total["shards"],
+                "seconds": round(sliced.seconds, 3),
                 "rows_per_second": round(rate, 1),
                 "method": result.method,
                 # How this materialization was reached; `last_full_rebuild` is what the card shows.
-                "refresh_mode": refresh.mode,
+                "refresh_mode": mode,
                 "full_rebuild_reason": refresh.reason,
-                "last_full_rebuild": refresh.state.last_full_rebuild,
+                "last_full_rebuild": min(r.state.last_full_rebuild for r in units),
                 "full_rebuild_every_days": full_every_from_env().total_seconds() / 86400,
-                "rows_read_from_catalog": refresh.rows_read,
-                "rows_changed": refresh.rows_changed,
-                "rows_removed": refresh.rows_removed,
-                "timestamps_out_of_range": result.timestamps_out_of_range,  # extracted as NULL
-                "snapshot_rows": result.snapshot_rows,
-                "watermark_updated_on": result.max_updated_on.isoformat() if result.max_updated_on else "",
+                "rows_read_from_catalog": sum(r.rows_read for r in units),
+                "rows_changed": rows_changed,
+                "rows_removed": rows_removed,
+                "timestamps_out_of_range": total["timestamps_out_of_range"],  # extracted as NULL
+                "snapshot_rows": total["snapshot_rows"],
+                # Bounded partitions: each unit held its own snapshot of at most `partition_max_rows` rows.
+                "slices": sliced.slices,
+                "partition_max_rows": bound,
+                "largest_unit_rows": total["largest_unit_rows"],
+                "watermark_updated_on": total["max_updated_on"].isoformat() if total["max_updated_on"] else "",
                 "watermark_deleted_on": watermark.max_deleted_on.isoformat() if watermark.max_deleted_on else "",
                 "shard_files": md_table(
                     ["shard", "rows", "bytes"],
-                    [[s.name, f"{s.rows:,}", f"{s.bytes:,}"] for s in result.shards] or [["(none)", 0, 0]],
+                    [
+                        [s.name if sliced.slices == 1 else f"{label}: {s.name}", f"{s.rows:,}", f"{s.bytes:,}"]
+                        for label, r in zip(sliced.labels, units, strict=True)
+                        for s in r.extract.shards
+                    ]
+                    or [["(none)", 0, 0]],
                 ),
                 "path": dg.MetadataValue.path(str(data_dir.layout.raw_dir(media.name, provider))),
             },

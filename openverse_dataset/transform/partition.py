@@ -46,7 +46,7 @@ from openverse_dataset.parquet import (
     sha256_file,
     sort_by_key,
 )
-from openverse_dataset.shards import install_clean_output
+from openverse_dataset.shards import CLEAN_GLOB, REJECTS_GLOB, assemble_folders, install_clean_output
 from openverse_dataset.streams import put_unless_stopped
 from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
@@ -393,11 +393,13 @@ def clean_partition(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     row_group_rows: int = CLEAN_ROW_GROUP_ROWS,
     progress=None,
+    unit: str | None = None,
 ) -> CleanResult:
-    """Clean one provider partition from its raw shards; returns counts for metadata and logs."""
+    """Clean one provider partition (or one slice of it: `unit`) from its raw shards; counts for metadata and logs."""
     start = time.perf_counter()
     result = CleanResult(media=media.name, provider=provider)
-    raw_dir = layout.require_dir(layout.raw_dir(media.name, provider), f"raw extract of {media.name}/{provider!r}")
+    unit = unit or provider
+    raw_dir = layout.require_dir(layout.raw_dir(media.name, unit), f"raw extract of {media.name}/{unit!r}")
     raw_files = sorted(raw_dir.glob("part-*.parquet"))
     tk = _takedown_frame(takedowns)
     out = _Output(layout, media, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
@@ -423,7 +425,7 @@ def clean_partition(
         _write_rejects(rejects, cpass.rejects.batches(), dups, cpass.rej_schema)
         rejects.close()
         install_clean_output(
-            clean_staging, rej_staging, layout.clean_dir(media.name, provider), layout.rejects_dir(media.name, provider)
+            clean_staging, rej_staging, layout.clean_dir(media.name, unit), layout.rejects_dir(media.name, unit)
         )
     except BaseException:
         out.abort()
@@ -508,6 +510,7 @@ def refresh_clean(
     takedowns: Path | None = None,
     force_full: bool = False,
     progress=None,
+    unit: str | None = None,
     **kw,
 ) -> tuple[CleanResult, str, str]:
     """Clean only what the last raw refresh changed (and rows whose takedown status moved), else in full.
@@ -517,12 +520,13 @@ def refresh_clean(
     """
     from openverse_dataset.catalog.refresh import RawState
 
-    raw_state = RawState.load(layout.state_file("raw", media.name, provider))
-    state_path = layout.state_file("clean", media.name, provider)
+    unit = unit or provider
+    raw_state = RawState.load(layout.state_file("raw", media.name, unit))
+    state_path = layout.state_file("clean", media.name, unit)
     state = _load_json(state_path)
     tk_sha = _sha(takedowns)
     settings = {k: kw[k] for k in sorted(kw) if k in ("shard_bytes", "row_group_rows", "batch_rows")}
-    reason, changes = _why_full_clean(layout, media.name, provider, state, raw_state.version if raw_state else None)
+    reason, changes = _why_full_clean(layout, media.name, unit, state, raw_state.version if raw_state else None)
     hidden = read_hidden_sources(takedowns)
     if not reason and state.get("settings") != settings:
         reason = "writer settings changed"
@@ -531,10 +535,11 @@ def refresh_clean(
     if force_full:
         reason = "full clean requested"
     if reason:
-        result = clean_partition(layout, media, provider, takedowns=takedowns, progress=progress, **kw)
+        result = clean_partition(layout, media, provider, takedowns=takedowns, progress=progress, unit=unit, **kw)
         mode = "full"
     else:
-        result = _clean_changes(layout, media, provider, takedowns, changes, tk_sha != state.get("takedowns"), **kw)
+        moved = tk_sha != state.get("takedowns")
+        result = _clean_changes(layout, media, provider, takedowns, changes, moved, unit=unit, **kw)
         mode = "incremental"
     if raw_state is not None:
         _save_json(
@@ -561,19 +566,21 @@ def _clean_changes(
     batch_rows: int = BATCH_ROWS,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     row_group_rows: int = CLEAN_ROW_GROUP_ROWS,
+    unit: str | None = None,
 ) -> CleanResult:
     start = time.perf_counter()
     result = CleanResult(media=media.name, provider=provider)
     raw_schema = media.raw_schema
-    raw_files = sorted(layout.raw_dir(media.name, provider).glob("part-*.parquet"))
-    clean_dir, rej_dir = layout.clean_dir(media.name, provider), layout.rejects_dir(media.name, provider)
+    unit = unit or provider
+    raw_files = sorted(layout.raw_dir(media.name, unit).glob("part-*.parquet"))
+    clean_dir, rej_dir = layout.clean_dir(media.name, unit), layout.rejects_dir(media.name, unit)
     prev_clean = sorted(clean_dir.glob("*/part-*.parquet"))
     prev_rejects = sorted(rej_dir.glob("part-*.parquet"))
     tk = _takedown_frame(takedowns)
 
     # Rows to clean again: what the raw refresh read, plus rows whose takedown status may have moved.
     if changes is not None:
-        folder = layout.changes_dir(media.name, provider)
+        folder = layout.changes_dir(media.name, unit)
         changed = pq.read_table(folder / "changed.parquet").cast(raw_schema)
         removed = pl.from_arrow(pq.read_table(folder / "removed.parquet"))["identifier"]
     else:
@@ -642,3 +649,69 @@ def _clean_changes(
     result.rows_cleaned = rows_cleaned
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _combine(media: MediaType, provider: str, results: list[CleanResult]) -> CleanResult:
+    """One provider's totals from its slices' results (the metadata describes the provider)."""
+    out = CleanResult(media=media.name, provider=provider, rows_cleaned=0)
+    for r in results:
+        out.rows_in += r.rows_in
+        out.kept += r.kept
+        out.rejected.update(r.rejected)
+        out.repairs.update(r.repairs)
+        out.tags_dropped += r.tags_dropped
+        out.by_license.update(r.by_license)
+        out.by_source.update(r.by_source)
+        for folder, shards in r.shards.items():
+            out.shards.setdefault(folder, []).extend(shards)
+        out.preview = out.preview or r.preview
+        out.seconds += r.seconds
+        out.rows_cleaned += r.rows_cleaned or 0
+    return out
+
+
+def clean_provider(
+    layout: DataLayout, media: MediaType, provider: str, *, takedowns: Path | None = None, progress=None, **kw
+) -> tuple[CleanResult, str, str, int]:
+    """Clean one provider: as one unit, or slice by slice per its plan (catalog/slices.py), then assemble.
+
+    Each slice is cleaned (incrementally when its raw refresh allows) into its own folders; the provider's clean
+    and rejects folders are then its slices' files in slice order, switched in as one. Duplicates of
+    (provider, foreign_identifier) are dropped within a slice: the catalog's unique index allows none within a
+    snapshot. Returns (result, mode, reason, number of units).
+    """
+    from openverse_dataset.catalog.slices import provider_units, remove_other_slices
+
+    units = provider_units(layout, media.name, provider)
+    if units is None:
+        result, mode, why = refresh_clean(layout, media, provider, takedowns=takedowns, progress=progress, **kw)
+        return result, mode, why, 1
+    results, modes, whys = [], [], []
+    for s in units:
+        r, mode, why = refresh_clean(layout, media, provider, takedowns=takedowns, progress=progress, unit=s.unit, **kw)
+        results.append(r)
+        modes.append(mode)
+        if why:
+            whys.append(f"{s.label}: {why}")
+    assemble_folders(
+        layout,
+        [
+            (
+                [(s, layout.clean_dir(media.name, s.unit)) for s in units],
+                layout.clean_dir(media.name, provider),
+                CLEAN_GLOB,
+                True,
+            ),
+            (
+                [(s, layout.rejects_dir(media.name, s.unit)) for s in units],
+                layout.rejects_dir(media.name, provider),
+                REJECTS_GLOB,
+                True,
+            ),
+        ],
+    )
+    remove_other_slices(layout, media.name, provider, units)
+    # The provider is cleaned (what `build` checks); its own incremental state no longer applies.
+    _save_json(layout.state_file("clean", media.name, provider), {"format": "sliced", "slices": len(units)})
+    mode = "incremental" if all(m == "incremental" for m in modes) else "full"
+    return _combine(media, provider, results), mode, "; ".join(whys[:3]), len(units)
