@@ -4,6 +4,7 @@ every row exactly once; incremental refreshes of slices and re-plans on growth m
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import timedelta
 from functools import partial
@@ -43,7 +44,7 @@ def test_slice_count_ranges_and_target_are_consistent():
     for n in (2, 4, 8):
         ranges = id_ranges(n)
         assert ranges[0][0] is None and ranges[-1][1] is None
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
         finer = id_ranges(2 * n)
         assert [r[0] for r in finer[::2]] == [r[0] for r in ranges]  # ranges nest: a re-plan splits slices
         for _ in range(50):
