@@ -29,7 +29,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from openverse_dataset.catalog.connect import CatalogError, make_engine, redact, scrub
+from openverse_dataset.catalog.connect import CatalogError, catalog_engines, redact
 from openverse_dataset.catalog.extract import ExtractResult, IdRange, TooManyRows
 from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.layout import DataLayout, slice_unit
@@ -169,16 +169,11 @@ def count_rows(url: str, media: MediaType, provider: str) -> int:
     Only a provider never extracted is counted (later plans use the rows the last refresh recorded).
     """
     t = MEDIA_TABLES[media.name]
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.scalar(sa.select(sa.func.count()).select_from(t).where(t.c.provider == provider)) or 0)
-    except sa.exc.SQLAlchemyError as exc:
-        raise CatalogError(
-            f"counting {media.name}/{provider!r} at {redact(url)} failed: {scrub(str(exc), url)}"
-        ) from None
-    finally:
-        engine.dispose()
+    with (
+        catalog_engines(f"counting {media.name}/{provider!r} at {redact(url)}", url) as (engine,),
+        engine.connect() as conn,
+    ):
+        return int(conn.scalar(sa.select(sa.func.count()).select_from(t).where(t.c.provider == provider)) or 0)
 
 
 def _recorded_rows(layout: DataLayout, media: str, provider: str) -> list[int] | None:
