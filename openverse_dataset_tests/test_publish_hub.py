@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 from huggingface_hub import DatasetCard, constants
+from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import _http
 
 from openverse_dataset.cli import main
@@ -142,6 +143,32 @@ def test_rate_limits_and_server_errors_are_retried_with_backoff(hub: FakeHub, tm
     assert res.commits == 1 and hub.commits_made == 1
     assert waits[-1] == 7.0  # Retry-After honoured
     assert len(waits) == 3 and 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0  # exponential, jittered
+
+
+@pytest.mark.parametrize(
+    ("method", "failing"),
+    [("GET", "/revision/main"), ("GET", "/tree/"), ("POST", "/preupload/main"), ("POST", "/commit/main")],
+)
+def test_persistent_server_errors_are_retried_by_one_layer_only(hub: FakeHub, tmp_path: Path, method, failing):
+    """Each call is tried 1 + retries times, not (1 + retries) x 6 (huggingface_hub's own http_backoff nested in
+    ours made 42 requests and slept 1+2+4+8+8 s inside every one of our attempts)."""
+    import time
+
+    publisher().publish(release(tmp_path, 1), tag="2026.11.27")  # the repository exists; now one call breaks
+    hub.requests.clear()
+    hub.fail(method, failing, 500, times=10**6)
+    waits: list[float] = []
+    p = HubPublisher(make_api(TOKEN), REPO, retries=3, backoff=0.01, sleep=waits.append)
+    start = time.monotonic()
+    with pytest.raises(HfHubHTTPError) as info:
+        p.publish(release(tmp_path, 2, changed={"p0"}), tag="2026.11.28")
+    elapsed = time.monotonic() - start
+    assert info.value.response.status_code == 500
+    tries = [r for r in hub.requests if r["method"] == method and failing in r["url"]]
+    assert len(tries) == 1 + 3, len(tries)  # one retry layer
+    assert len(waits) == 3  # and only its own, injectable sleeps: none inside the client
+    assert elapsed < 10, elapsed  # the client's nested sleeps alone were 23 s per attempt
+    assert hub.repos[REPO].tags == {"2026.11.27": hub.repos[REPO].branches["main"]}  # nothing half-released
 
 
 def test_bad_card_fails_before_any_upload_and_token_is_required(hub: FakeHub, tmp_path: Path, monkeypatch):

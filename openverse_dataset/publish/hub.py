@@ -13,7 +13,10 @@ How a release goes (one commit per release, whatever its size):
    HTTP 412, reported as `ConcurrentChangeError` (nothing is overwritten);
 5. tag the commit with the release date (`2026.11.27`; `2026.11.27-2` for a second release that day).
 
-Every call is retried on 429/5xx with exponential backoff (honouring `Retry-After`). The token comes from
+Every call is retried on 429/5xx and transport errors with exponential backoff (honouring `Retry-After`), by
+`HubPublisher._call` alone: huggingface_hub's own `http_backoff` retries are switched off (`single_retry_layer`),
+since nested they multiplied (persistent 500s on a tree listing took 42 requests and 210 s of sleeping, not 7).
+The token comes from
 `HF_TOKEN` only (never the token file) and is scrubbed from every message this module logs or raises.
 """
 
@@ -109,9 +112,30 @@ def install_timeouts() -> None:
         _http.set_client_factory(_client_with_timeouts)
 
 
+def single_retry_layer() -> None:
+    """Switch off huggingface_hub's inner retries, so `HubPublisher._call` is the one retry layer.
+
+    `http_backoff`/`http_stream_backoff` (tree listings, LFS batch/upload/verify, preupload, paginated calls)
+    retry 5xx and transport errors 5 times with up to 8 s sleeps, and are called without `max_retries` by every
+    caller in huggingface_hub: under our 7 attempts a call that never succeeds made 6 x 7 = 42 requests. Other
+    calls (repo info, commit, tags) have no inner retries at all, so the outer layer is the one that covers every
+    call; its attempts and deadline are the bound. The library offers no setting for this (there is no constant
+    or env var), so the keyword default of the shared function objects is set, which every importer sees.
+    """
+    import inspect
+
+    from huggingface_hub.utils import _http
+
+    for fn in (_http.http_backoff, _http.http_stream_backoff, _http._http_backoff_base):
+        defaults = inspect.unwrap(fn).__kwdefaults__ or {}  # http_stream_backoff is a contextmanager wrapper
+        if "max_retries" in defaults:
+            defaults["max_retries"] = 0
+
+
 def make_api(token: str | None = None, endpoint: str | None = None) -> HfApi:
     """An `HfApi` bound to an explicit token (or anonymous with `token=None` for a read-only dry run)."""
     install_timeouts()
+    single_retry_layer()
     return HfApi(
         endpoint=(endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"),
         token=token if token else False,
