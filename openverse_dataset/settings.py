@@ -63,6 +63,24 @@ SETTINGS: tuple[Setting, ...] = (
         "120",
     ),
     Setting(
+        "OPENVERSE_S3_TIMEOUT",
+        "60",
+        "seconds an S3 connect or read may take before the call fails (then retried, see OPENVERSE_S3_MAX_ATTEMPTS)",
+        "60",
+    ),
+    Setting(
+        "OPENVERSE_S3_MAX_ATTEMPTS",
+        "3",
+        "attempts per S3 call, first included (botocore's standard retry mode; the only retry layer for S3)",
+        "3",
+    ),
+    Setting(
+        "OPENVERSE_CATALOG_CONNECT_TIMEOUT",
+        "15",
+        "seconds connecting to the catalog or API database may take (libpq connect_timeout; a URL's own wins)",
+        "15",
+    ),
+    Setting(
         "OPENVERSE_RUN_MAX_RETRIES",
         "2",
         "how often a sensor-requested run is retried after a failure before the alert is sent",

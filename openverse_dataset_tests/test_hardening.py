@@ -312,37 +312,54 @@ def test_hostile_provider_names_extract_and_load_back_every_row(env, upstream_ca
     assert dict(got.group_by("provider").len().iter_rows()) == want  # every row of every name, none lost
 
 
-# -- a stalled Hub connection ----------------------------------------------------------------------------------
-@pytest.fixture
-def stalled_endpoint():
-    """A loopback server that accepts connections and reads requests but never answers."""
-    import socket
+# -- stalled connections (Hub, S3, catalog) --------------------------------------------------------------------
+class Stalled:
+    """A loopback server that accepts connections and reads nothing back: it never answers."""
 
-    from huggingface_hub.utils import _http
+    def __init__(self) -> None:
+        import socket
 
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(0.2)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.srv.settimeout(0.2)
+        self.port = self.srv.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
-    def serve() -> None:
-        while not stop.is_set():
+    def _serve(self) -> None:
+        while not self.stop.is_set():
             try:
-                c, _ = srv.accept()
+                c, _ = self.srv.accept()
             except TimeoutError:
                 continue
-            conns.append(c)  # held open, never answered
+            self.accepted.append(c)  # held open, never answered
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    finally:
-        stop.set()
-        t.join()
-        for c in conns:
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for c in self.accepted:
             c.close()
-        srv.close()
+        self.srv.close()
+
+
+@pytest.fixture
+def stalled():
+    s = Stalled()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def stalled_endpoint(stalled):
+    from huggingface_hub.utils import _http
+
+    try:
+        yield stalled.url
+    finally:
         _http.set_client_factory(_http.default_client_factory)
 
 
@@ -362,6 +379,53 @@ def test_a_stalled_hub_fails_within_a_bounded_time(stalled_endpoint, monkeypatch
     elapsed = time.monotonic() - start
     assert info.value is not None  # the release failed (a timeout, or an error from whichever layer saw it first)
     assert elapsed < 30, elapsed  # 7 attempts x 1 s, not forever
+
+
+def test_a_stalled_s3_endpoint_fails_within_a_bounded_time_with_one_line(stalled, monkeypatch, tmp_path):
+    """botocore's defaults (60 s reads, 5 attempts) held a dump ~5 minutes per call; here attempts x timeout."""
+    import time
+
+    from openverse_dataset.publish.s3 import DumpFile, S3DumpError, make_client, upload_dump
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("OPENVERSE_S3_TIMEOUT", "1")
+    monkeypatch.setenv("OPENVERSE_S3_MAX_ATTEMPTS", "2")
+    shard = tmp_path / "part-00000.parquet"
+    pl.DataFrame({"identifier": ["a"]}).write_parquet(shard)
+    client = make_client(region_name="us-east-1", endpoint_url=stalled.url)
+    start = time.monotonic()
+    with pytest.raises(S3DumpError) as info:
+        upload_dump(client, "bucket", "p", "audio", [DumpFile("raw/x/part-00000.parquet", shard, "raw", "x")])
+    elapsed = time.monotonic() - start
+    message = str(info.value)
+    assert "\n" not in message and "OPENVERSE_S3_TIMEOUT" in message and "Read timeout" in message, message
+    assert len(stalled.accepted) == 2  # OPENVERSE_S3_MAX_ATTEMPTS: each attempt a fresh connection, then it stops
+    assert elapsed < 20, elapsed  # 2 x 1 s plus backoff
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("method", ["adbc", "sqlalchemy"])
+def test_a_stalled_catalog_fails_to_connect_within_a_bounded_time(stalled, monkeypatch, tmp_path, method):
+    """A catalog host that accepts TCP and never speaks: libpq's connect_timeout ends the wait (both drivers)."""
+    import time
+
+    from openverse_dataset.catalog.connect import CatalogError
+    from openverse_dataset.catalog.extract import extract_partition
+    from openverse_dataset.media import AUDIO
+
+    monkeypatch.setenv("OPENVERSE_CATALOG_CONNECT_TIMEOUT", "1")
+    url = f"postgresql://postgres:s3cret@127.0.0.1:{stalled.port}/openledger"
+    layout = DataLayout(tmp_path)
+    start = time.monotonic()
+    with pytest.raises(CatalogError) as info:
+        extract_partition(url, AUDIO, "jamendo", layout, method=method)
+    elapsed = time.monotonic() - start
+    assert "s3cret" not in str(info.value) and "timeout" in str(info.value).lower(), str(info.value)
+    assert stalled.accepted  # it did reach the stalled host
+    assert elapsed < 12, elapsed  # the default wait is 15 s per attempt; libpq's own, unbounded without it
+    assert leftovers(tmp_path) == []
 
 
 # -- values PostgreSQL can hold --------------------------------------------------------------------------------

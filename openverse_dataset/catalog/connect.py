@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -36,9 +37,11 @@ def scrub(message: str, *urls: str | None) -> str:
     return message[:2000]
 
 
-# libpq settings for every catalog connection: give up connecting after 15 s, and notice a peer that stopped
-# answering (a stalled network, a failed-over replica) within ~2 minutes instead of waiting forever. No statement
-# timeout: a Flickr-sized extract legitimately streams for an hour. A URL's own values win.
+# libpq settings for every catalog connection (SQLAlchemy/psycopg and ADBC alike): give up connecting after
+# OPENVERSE_CATALOG_CONNECT_TIMEOUT seconds (15), and notice a peer that stopped answering (a stalled network, a
+# failed-over replica) within ~2 minutes instead of waiting forever. No statement timeout: a Flickr-sized extract
+# legitimately streams for an hour. A URL's own values win. Connections are not retried here: a run that fails
+# is retried whole by Dagster's run retries (OPENVERSE_RUN_MAX_RETRIES), the one retry layer for the catalog.
 PG_CONNECT_PARAMS = {
     "connect_timeout": "15",
     "keepalives": "1",
@@ -49,9 +52,20 @@ PG_CONNECT_PARAMS = {
 }
 
 
+def pg_connect_params() -> dict[str, str]:
+    """PG_CONNECT_PARAMS with the connect timeout from OPENVERSE_CATALOG_CONNECT_TIMEOUT (whole seconds, >= 1:
+    libpq reads 0 as "wait forever")."""
+    raw = os.environ.get("OPENVERSE_CATALOG_CONNECT_TIMEOUT", "").strip()
+    try:
+        seconds = max(1, round(float(raw))) if raw else int(PG_CONNECT_PARAMS["connect_timeout"])
+    except ValueError:
+        raise CatalogError(f"OPENVERSE_CATALOG_CONNECT_TIMEOUT must be a number of seconds, got {raw[:40]!r}") from None
+    return {**PG_CONNECT_PARAMS, "connect_timeout": str(seconds)}
+
+
 def with_pg_timeouts(url: sa.engine.URL) -> sa.engine.URL:
-    """`url` with PG_CONNECT_PARAMS added to its query (those it does not set itself)."""
-    return url.update_query_dict({k: v for k, v in PG_CONNECT_PARAMS.items() if k not in url.query})
+    """`url` with the connection limits of `pg_connect_params()` added to its query (those it does not set)."""
+    return url.update_query_dict({k: v for k, v in pg_connect_params().items() if k not in url.query})
 
 
 def make_engine(url: str) -> sa.Engine:

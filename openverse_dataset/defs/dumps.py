@@ -2,7 +2,8 @@
 
 Configured by `OPENVERSE_S3_BUCKET` / `OPENVERSE_S3_PREFIX`; credentials, region and endpoint come from the
 standard AWS settings (`AWS_PROFILE`, `AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...) through
-dagster-aws's `S3Resource`.
+dagster-aws's `S3Resource`; the client is made with this project's timeouts and retries
+(`publish.s3.client_config`: OPENVERSE_S3_TIMEOUT, OPENVERSE_S3_MAX_ATTEMPTS), which `S3Resource.get_client` lacks.
 """
 
 import os
@@ -14,7 +15,7 @@ from openverse_dataset.defs.common import OWNERS, key, md_table
 from openverse_dataset.defs.release import current_providers
 from openverse_dataset.defs.resources import DataDirResource
 from openverse_dataset.media import MEDIA_TYPES, MediaType
-from openverse_dataset.publish.s3 import dump_files, upload_dump
+from openverse_dataset.publish.s3 import dump_files, make_client, upload_dump
 
 
 class S3DumpConfig(dg.Config):
@@ -22,6 +23,20 @@ class S3DumpConfig(dg.Config):
 
     bucket: str = ""
     prefix: str = ""
+
+
+def s3_client(s3: S3Resource):
+    """The resource's client settings (region, endpoint, profile, credentials) with our timeouts and retries."""
+    return make_client(
+        region_name=s3.region_name,
+        endpoint_url=s3.endpoint_url,
+        profile_name=s3.profile_name,
+        use_ssl=s3.use_ssl,
+        verify=s3.verify,
+        aws_access_key_id=s3.aws_access_key_id,
+        aws_secret_access_key=s3.aws_secret_access_key,
+        aws_session_token=s3.aws_session_token,
+    )
 
 
 def s3_dump_asset(media: MediaType) -> dg.AssetsDefinition:
@@ -48,7 +63,7 @@ def s3_dump_asset(media: MediaType) -> dg.AssetsDefinition:
         if not bucket:
             raise ValueError("set OPENVERSE_S3_BUCKET (and optionally OPENVERSE_S3_PREFIX) to dump to S3")
         files = dump_files(data_dir.layout, media.name, current_providers(context.instance, media))
-        res = upload_dump(s3.get_client(), bucket, prefix, media.name, files)
+        res = upload_dump(s3_client(s3), bucket, prefix, media.name, files)
         context.log.info(f"s3://{bucket}: {len(res.uploaded)} uploaded, {len(res.skipped)} unchanged")
         rows = {"raw": 0, "clean": 0}
         for m in res.manifest:

@@ -6,6 +6,10 @@ the data directory), `clean/<license>/<provider>/part-*.parquet` as published on
 `manifest.json` listing every object with rows, bytes and sha256. Each object carries its sha256 as user metadata,
 so an unchanged shard is skipped (one HEAD, no upload); big shards go up in multipart. The manifest is written
 last, so a consumer who reads it sees only objects that are complete.
+
+Every S3 call has a connect and read timeout (`OPENVERSE_S3_TIMEOUT`) and a bounded number of attempts
+(`OPENVERSE_S3_MAX_ATTEMPTS`, botocore's standard retry mode: the only retry layer), so a stalled endpoint fails
+the dump in about attempts x timeout (plus backoff) with one line naming the fix, never hangs it.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import boto3
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.layout import DataLayout, segment
@@ -30,6 +36,69 @@ from openverse_dataset.shards import ShardHashes
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 64 * 1024 * 1024
 SHA_META = "sha256"
+
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class S3DumpError(RuntimeError):
+    """The bucket did not answer in time or could not be reached; the message is one line with the fix."""
+
+
+def _env_number(name: str, default: float, *, minimum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        number = float(raw)
+    except ValueError:
+        raise S3DumpError(f"{name} must be a number, got {raw[:40]!r}") from None
+    if number < minimum:
+        raise S3DumpError(f"{name} must be at least {minimum:g}, got {raw[:40]!r}")
+    return number
+
+
+def client_config() -> Config:
+    """Timeouts and retries for every S3 call, from the settings.
+
+    botocore's defaults are 60 s connect and read timeouts with 5 legacy-mode attempts, and dagster-aws's
+    `S3Resource` sets only the attempts: a bucket endpoint that accepts and never answers held a dump for minutes
+    per call. Here both are explicit, in the standard retry mode (throttling and transient errors, with backoff).
+    """
+    timeout = _env_number("OPENVERSE_S3_TIMEOUT", DEFAULT_TIMEOUT_S, minimum=0.1)
+    attempts = int(_env_number("OPENVERSE_S3_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, minimum=1))
+    return Config(
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"total_max_attempts": attempts, "mode": "standard"},  # max_attempts would count retries only
+    )
+
+
+def make_client(
+    *,
+    region_name: str | None = None,
+    endpoint_url: str | None = None,
+    profile_name: str | None = None,
+    use_ssl: bool = True,
+    verify: bool | str | None = None,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+    aws_session_token: str | None = None,
+):
+    """An S3 client with `client_config()`; credentials, region and endpoint as boto3 resolves them (AWS_*)."""
+    session = boto3.session.Session(profile_name=profile_name)
+    return session.client(
+        "s3",
+        region_name=region_name,
+        endpoint_url=endpoint_url,
+        use_ssl=use_ssl,
+        verify=verify,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        aws_session_token=aws_session_token,
+        config=client_config(),
+    )
 
 
 @dataclass(frozen=True)
@@ -124,7 +193,39 @@ def upload_dump(
     multipart_threshold: int = MULTIPART_THRESHOLD,
     multipart_chunk: int = MULTIPART_CHUNK,
 ) -> DumpResult:
-    """Upload what changed (by sha256), then the manifest; returns what was sent and skipped."""
+    """Upload what changed (by sha256), then the manifest; returns what was sent and skipped.
+
+    An endpoint that does not answer (timeouts, refused connections, after the client's own retries) raises
+    `S3DumpError` with one line; S3's own refusals (`ClientError`: no such bucket, access denied) pass through.
+    """
+    try:
+        return _upload_dump(
+            client,
+            bucket,
+            prefix,
+            media,
+            files,
+            multipart_threshold=multipart_threshold,
+            multipart_chunk=multipart_chunk,
+        )
+    except BotoCoreError as exc:
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "?")
+        raise S3DumpError(
+            f"S3 dump to s3://{bucket} at {endpoint} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}; "
+            "check AWS_ENDPOINT_URL and the network, or raise OPENVERSE_S3_TIMEOUT / OPENVERSE_S3_MAX_ATTEMPTS"
+        ) from None
+
+
+def _upload_dump(
+    client,
+    bucket: str,
+    prefix: str,
+    media: str,
+    files: list[DumpFile],
+    *,
+    multipart_threshold: int,
+    multipart_chunk: int,
+) -> DumpResult:
     base = "/".join(x for x in (prefix.strip("/"), media) if x)
     result = DumpResult(manifest_key=f"{base}/manifest.json")
     config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunk)
