@@ -180,6 +180,42 @@ def test_bad_secondary_url_is_nulled_not_rejected(image_raw):
     assert r["_reject"] is None and r["thumbnail"] is None and r["_fix_url_dropped"]
 
 
+@pytest.mark.parametrize("bad", ["\x01", "\t", "\n", "\r", "\x1f", "\x7f", "\x1b[31m"])
+def test_control_characters_reject_the_media_url_and_drop_a_secondary_one(image_raw, bad):
+    r = one_bad_row(image_raw, url=f"https://example.org/a{bad}b.jpg")
+    assert r["_reject"] == "url_control_characters"
+    for col in ("foreign_landing_url", "creator_url", "thumbnail"):
+        r = one_bad_row(image_raw, **{col: f"https://example.org/a{bad}b"})
+        assert r["_reject"] is None and r[col] is None and r["_fix_url_dropped"], col
+
+
+def test_spaces_in_urls_are_percent_encoded_and_counted(image_raw):
+    r = one_bad_row(image_raw, url="https://example.org/my photo 1.jpg", creator_url="example.org/a b?q=c d")
+    assert r["_reject"] is None and r["_fix_url_spaces_encoded"]
+    assert r["url"] == "https://example.org/my%20photo%201.jpg"
+    assert r["creator_url"] == "https://example.org/a%20b?q=c%20d" and r["_fix_url_scheme_added"]
+    r = one_bad_row(image_raw, url="  https://example.org/a.jpg\t")  # surrounding whitespace: trimmed
+    assert r["_reject"] is None and r["url"] == "https://example.org/a.jpg" and not r["_fix_url_spaces_encoded"]
+    assert one_bad_row(image_raw, url="https://exa mple.org/a.jpg")["_reject"] == "invalid_url"  # not a host
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "ftp://example.org/a",
+        "file:///etc/passwd",
+        "mailto:a@example.org",
+    ],
+)
+def test_non_http_schemes_reject_the_media_url_and_drop_a_secondary_one(image_raw, scheme):
+    assert one_bad_row(image_raw, url=scheme)["_reject"] == "invalid_url"
+    r = one_bad_row(image_raw, creator_url=scheme, foreign_landing_url=scheme)
+    assert r["_reject"] is None and r["creator_url"] is None and r["foreign_landing_url"] is None
+    assert r["_fix_url_dropped"]
+
+
 @pytest.mark.parametrize("tags", ['[{"name": "x"', '{"a": 1}', "not json"])
 def test_malformed_tags_json_is_counted_not_fatal(image_raw, tags):
     r = one_bad_row(image_raw, tags=tags)

@@ -506,13 +506,27 @@ def test_bad_row_corpus_every_row_published_rejected_or_refused(env, upstream_ca
     from openverse_dataset.cli import main
     from openverse_dataset.media import AUDIO
 
-    base = [r for r in demo_rows(AUDIO) if r["license"] == "by-nc-sa"][:34]
+    base = [r for r in demo_rows(AUDIO) if r["license"] == "by-nc-sa"][:44]
     layout = ["control"] * 10 + ["odd"] * 10 + ["100%"] * 5 + ["a/b"] * 5 + ["bad\nname"] * 2 + [None] * 2
+    layout += ["urls"] * 10
     for i, (r, p) in enumerate(zip(base, layout, strict=True)):
         r["provider"], r["source"], r["foreign_identifier"] = p, p or "none", f"corpus-{i}"
     base[17]["title"] = "t" * 1_000_000
     base[18]["url"] = "https://example.org/a b\x01c.mp3"
     base[19]["license"] = "nonsense"
+    # URLs PostgreSQL can hold: spaces (encoded), control characters (media URL: rejected; others: removed),
+    # schemes that are not http(s)
+    base[34]["url"] = "https://example.org/my song.mp3"
+    base[35]["url"] = "https://example.org/a\tb.mp3"
+    base[36]["url"] = "javascript:alert(1)"
+    base[37]["creator_url"] = "https://example.org/\x1b[0m"
+    base[38]["foreign_landing_url"] = "data:text/html,<script>alert(1)</script>"
+    base[42]["url"] = "https://example.org/a\x7f.mp3"
+    base[43]["thumbnail"] = "https://example.org/cover art.jpg"
+    # JSON of any size: ~5 MB of tags (150,000 of them), ~5 MB of meta_data, ~5 MB of tags that are not objects
+    base[39]["tags"] = [{"name": f"tag-{k}", "provider": "urls"} for k in range(150_000)]
+    base[40]["meta_data"] = {"lyrics": "la " * 1_700_000, "mature": False}
+    base[41]["tags"] = list(range(1_000_000))
     assert upstream_catalog.insert_media("audio", base) == len(base)
     odd = {
         10: "created_on = '-infinity'",
@@ -556,3 +570,20 @@ def test_bad_row_corpus_every_row_published_rejected_or_refused(env, upstream_ca
     assert row.height == 1 and len(row["title"][0]) == 1_000_000  # long text published whole
     deep_tags = published.filter(pl.col("identifier") == ids["corpus-15"])
     assert deep_tags.height == 1 and deep_tags["tags"][0] is None  # unparseable tags dropped, row kept
+
+    def one(i: int) -> dict:
+        rows = published.filter(pl.col("identifier") == ids[f"corpus-{i}"]).to_dicts()
+        assert len(rows) == 1, (i, reasons.get(ids[f"corpus-{i}"]))
+        return rows[0]
+
+    assert reasons[ids["corpus-18"]] == "url_control_characters"
+    assert (
+        reasons[ids["corpus-35"]] == "url_control_characters" and reasons[ids["corpus-42"]] == "url_control_characters"
+    )
+    assert reasons[ids["corpus-36"]] == "invalid_url"
+    assert one(34)["url"] == "https://example.org/my%20song.mp3"
+    assert one(43)["thumbnail"] == "https://example.org/cover%20art.jpg"
+    assert one(37)["creator_url"] is None and one(38)["foreign_landing_url"] is None
+    assert len(one(39)["tags"]) == 150_000  # 5 MB of tags published whole
+    assert len(one(40)["meta_data"]) > 5_000_000 and one(41)["tags"] is None
+    assert by_provider["urls"] == 7

@@ -229,8 +229,20 @@ _VALID_URL = r"^(?i:https?)://[^\s/?#@]+\.[^\s/?#@]*[^\s/?#@.]"
 URL_COLUMNS = ("foreign_landing_url", "url", "thumbnail", "creator_url")
 
 
-def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(repaired URL or null, scheme added, valid) for one URL column."""
+# What a URL may not hold. Control characters (C0 and DEL; PostgreSQL text cannot hold NUL): Openverse's catalog
+# refuses such a URL at ingestion (URLColumn's sanitising), a browser drops or re-encodes them, so the stored value
+# names no resource reliably; the media URL's row is rejected, a secondary URL is removed. A space is what a
+# browser sends as %20: it is percent-encoded (counted), since the API serves the work with its URL as stored and
+# the catalog's SpaceInUrlError only guards new ingestion (docs/fidelity.md, caturl-15).
+_CONTROL = r"[\x00-\x1f\x7f]"
+
+
+def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+    """(repaired URL or null, scheme added, valid, holds control characters, spaces encoded) for one URL column.
+
+    Leading and trailing whitespace is trimmed first (as a browser does); validity is judged before spaces are
+    encoded, so a space inside the host still makes the URL invalid.
+    """
     s = pl.col(col).str.strip_chars()
     s = pl.when(s != "").then(s)
     has_scheme = s.str.contains(_SCHEME)
@@ -242,7 +254,10 @@ def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
         .otherwise(pl.lit("https://") + s)
     )
     valid = fixed.str.contains(_VALID_URL)
-    return fixed, s.is_not_null() & ~has_scheme, valid
+    control = s.str.contains(_CONTROL)
+    spaces = s.str.contains(" ", literal=True) & valid & ~control
+    encoded = fixed.str.replace_all(" ", "%20", literal=True)
+    return encoded, s.is_not_null() & ~has_scheme, valid, control, spaces
 
 
 def _where_key(col: str, key: str) -> pl.Expr:
@@ -404,6 +419,10 @@ RULES: tuple[Rule, ...] = (
          lambda ctx: pl.col("removed_from_source"), removal="removed_from_source"),
     Rule("missing_url", "reject", 70, "no media URL",
          lambda ctx: pl.col("_raw_url").str.strip_chars().fill_null("") == "", removal="rejected"),
+    Rule("url_control_characters", "reject", 75,
+         "the media URL holds control characters (tab, newline, other C0 or DEL): Openverse's catalog refuses such "
+         "URLs and no client fetches what is stored",
+         lambda ctx: pl.col("_url_control"), removal="rejected"),
     Rule("invalid_url", "reject", 80,
          "the media URL is not an http(s) URL with a host, even after adding a scheme",
          lambda ctx: ~pl.col("_url_valid"), removal="rejected"),
@@ -426,9 +445,14 @@ RULES: tuple[Rule, ...] = (
          lambda ctx: pl.col("_url_added"), derives={c: (c,) for c in URL_COLUMNS},
          summary="URLs without a scheme given `https://`"),
     Rule("url_dropped", "repair", 20,
-         "a secondary URL that is not http(s) was set to null (thumbnail, creator_url, landing URL)",
+         "a secondary URL that is not http(s), or holds control characters, was set to null (thumbnail, "
+         "creator_url, landing URL)",
          lambda ctx: pl.col("_url_dropped"),
          summary="unsafe secondary URLs removed"),
+    Rule("url_spaces_encoded", "repair", 22,
+         "spaces inside a URL percent-encoded as %20, the request a browser makes for it (all URL columns)",
+         lambda ctx: pl.col("_url_spaces"), derives={c: (c,) for c in URL_COLUMNS},
+         summary="spaces in URLs percent-encoded"),
     Rule("markup_stripped", "repair", 25,
          "HTML markup removed from title or creator, as the API serves them",
          lambda ctx: (pl.col("title") != pl.col("_raw_title")) | (pl.col("creator") != pl.col("_raw_creator")),
@@ -588,15 +612,21 @@ def clean_lazy(
         maintain_order="left",
     )
     exprs: list[pl.Expr] = []
-    scheme_flags, dropped_flags = [], []
+    scheme_flags, dropped_flags, space_flags = [], [], []
     for col in URL_COLUMNS:
-        fixed, added, valid = _url(col)
+        fixed, added, valid, control, spaces = _url(col)
         scheme_flags.append(added.fill_null(False))
+        space_flags.append(spaces.fill_null(False))
         if col == "url":
-            exprs += [fixed.alias(col), valid.fill_null(False).alias("_url_valid")]
+            exprs += [
+                fixed.alias(col),
+                valid.fill_null(False).alias("_url_valid"),
+                control.fill_null(False).alias("_url_control"),
+            ]
         else:
-            exprs.append(pl.when(valid).then(fixed).alias(col))
-            dropped_flags.append((fixed.is_not_null() & ~valid).fill_null(False))
+            keep = valid & ~control
+            exprs.append(pl.when(keep).then(fixed).alias(col))
+            dropped_flags.append((fixed.is_not_null() & ~keep).fill_null(False))
     int_flags = []
     for col in media.integer_columns:
         e, flag = _int(col)
@@ -616,6 +646,7 @@ def clean_lazy(
         pl.col("category").alias("_raw_category"),
         pl.any_horizontal(scheme_flags).alias("_url_added"),
         pl.any_horizontal(dropped_flags).alias("_url_dropped"),
+        pl.any_horizontal(space_flags).alias("_url_spaces"),
         pl.any_horizontal(int_flags).alias("_int_bad"),
         # Parsed only where the key can be: a JSON path on every row cost ~1 s per million rows.
         _mature_flag().alias("_mature_by_provider"),
