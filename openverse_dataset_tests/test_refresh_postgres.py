@@ -123,6 +123,47 @@ def test_incremental_refresh_is_byte_identical_to_a_full_build(catalog, tmp_path
     assert raw.mode == "incremental" and raw.rows_changed <= 50 and outputs(inc, "flickr") == after
 
 
+def test_out_of_range_timestamps_after_a_full_build_are_counted_by_the_refresh_as_by_a_full_build(catalog, tmp_path):
+    """infinity, year 10000 and BC values arriving between builds: read as NULL and counted by the incremental
+    refresh too, and its outputs equal a from-scratch build's (where the same rows are counted)."""
+    inc = DataLayout(tmp_path / "incremental")
+    first, _ = build(catalog, inc, "flickr", NOW - timedelta(days=1))
+    assert first.mode == "full" and first.extract.timestamps_out_of_range == 0
+    later = NOW - timedelta(hours=1)
+    new = rows(5, start=70_000)
+    for r in new:
+        r["created_on"], r["updated_on"] = later, later
+    catalog.insert_media("image", new)
+    odd = {  # foreign_identifier -> what is stored
+        new[0]["foreign_identifier"]: {"created_on": "infinity"},
+        new[1]["foreign_identifier"]: {"created_on": "10000-01-01 00:00:00+00"},
+        new[2]["foreign_identifier"]: {"created_on": "0044-03-15 00:00:00+00 BC"},
+        new[3]["foreign_identifier"]: {"updated_on": "-infinity"},  # below every watermark
+    }
+    with catalog.catalog.begin() as conn:
+        for fid, values in odd.items():
+            sets = ", ".join(f"{c} = CAST(:{c} AS timestamptz)" for c in values)
+            conn.execute(sa.text(f"UPDATE image SET {sets} WHERE foreign_identifier = :fid"), {**values, "fid": fid})
+
+    raw, (_, mode, _) = build(catalog, inc, "flickr", NOW)
+    assert (raw.mode, mode) == ("incremental", "incremental")
+    assert raw.extract.timestamps_out_of_range == len(odd)
+    fresh = DataLayout(tmp_path / "fresh")
+    full, _ = build(catalog, fresh, "flickr", NOW)
+    assert full.mode == "full" and full.extract.timestamps_out_of_range == len(odd)  # the same rule, the same count
+    assert outputs(inc, "flickr") == outputs(fresh, "flickr")  # published or rejected alike, byte for byte
+    fanned = DataLayout(tmp_path / "fanned")
+    build(catalog, fanned, "flickr", NOW, readers=3)  # created_on ranges read in parallel: the odd rows go last
+    assert outputs(fanned, "flickr") == outputs(fresh, "flickr")
+    got = pq.read_table(inc.raw_dir("image", "flickr")).to_pylist()
+    by_fid = {r["foreign_identifier"]: r for r in got}
+    assert all(fid in by_fid for fid in odd)  # no row lost, the -infinity one included
+    for fid, values in odd.items():
+        assert all(by_fid[fid][c] is None for c in values)  # extracted as NULL, never wrapped
+    again, _ = build(catalog, inc, "flickr", NOW)  # the -infinity row is re-read each time: same bytes
+    assert again.mode == "incremental" and outputs(inc, "flickr") == outputs(fresh, "flickr")
+
+
 def test_full_rebuild_when_due_when_watermark_goes_back_or_files_do_not_match(catalog, tmp_path):
     layout = DataLayout(tmp_path / "d")
     first, _ = build(catalog, layout, "flickr", NOW - timedelta(days=8))

@@ -166,11 +166,15 @@ def select_partition(
     stmt = sa.select(*raw_columns(media)).where(
         t.c.provider == _provider_value(provider), *in_id_range(t.c.identifier, id_range)
     )
+    # Ordered by created_on as extracted (out-of-range values are NULL, and NULLs sort last, as the merge of an
+    # incremental refresh sorts them): a full extract and a merged one put such a row in the same place. The
+    # last range of a fan-out holds them.
+    created = _readable_timestamp(t.c.created_on)
     if lower is not None:
-        stmt = stmt.where(t.c.created_on >= lower)
+        stmt = stmt.where(sa.or_(created >= lower, created.is_(None)) if upper is None else created >= lower)
     if upper is not None:
-        stmt = stmt.where(t.c.created_on < upper)
-    return stmt.order_by(t.c.created_on, t.c.identifier)
+        stmt = stmt.where(created < upper)
+    return stmt.order_by(created.asc().nulls_last(), t.c.identifier)
 
 
 def created_ranges(oldest: datetime | None, newest: datetime | None, n: int) -> list[tuple]:
@@ -186,9 +190,16 @@ def created_ranges(oldest: datetime | None, newest: datetime | None, n: int) -> 
     return list(zip([None, *cuts], [*cuts, None], strict=True))
 
 
+def timestamp_out_of_range(media: MediaType) -> sa.ColumnElement:
+    """True for a row with any timestamp a reader cannot hold (extracted as NULL): what both the full extract
+    and the incremental refresh count as `timestamps_out_of_range`."""
+    t = MEDIA_TABLES[media.name]
+    return sa.or_(*[sa.and_(t.c[c].is_not(None), sa.not_(_timestamp_ok(t.c[c]))) for c in _timestamp_columns(media)])
+
+
 def select_watermark(media: MediaType, provider: str | None, id_range: IdRange | None = None) -> sa.Select:
     t = MEDIA_TABLES[media.name]
-    bad = sa.or_(*[sa.and_(t.c[c].is_not(None), sa.not_(_timestamp_ok(t.c[c]))) for c in _timestamp_columns(media)])
+    bad = timestamp_out_of_range(media)
     return sa.select(sa.func.count(), sane_max(t.c.updated_on), sa.func.count().filter(bad)).where(
         t.c.provider == _provider_value(provider), *in_id_range(t.c.identifier, id_range)
     )
@@ -202,7 +213,8 @@ def bind_provider(cur, provider: str) -> None:
 
 def select_created_span(media: MediaType, provider: str | None, id_range: IdRange | None = None) -> sa.Select:
     t = MEDIA_TABLES[media.name]
-    return sa.select(sa.func.min(t.c.created_on), sa.func.max(t.c.created_on)).where(
+    created = _readable_timestamp(t.c.created_on)  # infinity would make the ranges meaningless (or unreadable)
+    return sa.select(sa.func.min(created), sa.func.max(created)).where(
         t.c.provider == _provider_value(provider), *in_id_range(t.c.identifier, id_range)
     )
 

@@ -34,12 +34,14 @@ import sqlalchemy as sa
 
 from openverse_dataset.catalog.connect import CatalogError, as_utc, make_engine, redact, sane_max, scrub
 from openverse_dataset.catalog.extract import (
+    TIMESTAMP_LOW,
     ExtractResult,
     IdRange,
     _rows_to_batch,
     extract_partition,
     in_id_range,
     raw_columns,
+    timestamp_out_of_range,
 )
 from openverse_dataset.catalog.prepare import MissingIndexes, require_indexes
 from openverse_dataset.catalog.schema import DELETED_TABLES, MEDIA_TABLES
@@ -178,8 +180,18 @@ def _delta_queries(
 ) -> dict:
     t, d = MEDIA_TABLES[media.name], DELETED_TABLES[media.name]
     changed = sa.select(*raw_columns(media)).where(t.c.provider == provider, *in_id_range(t.c.identifier, id_range))
+    since = None
     if since_u is not None:
-        changed = changed.where(t.c.updated_on > since_u)
+        # An updated_on before year 1 (-infinity, BC) is below every watermark: such a row is read on every
+        # refresh (a second range of the same index) instead of never, so it is counted and merged like any other.
+        low = sa.literal(TIMESTAMP_LOW, sa.DateTime(timezone=True))
+        since = sa.or_(t.c.updated_on > since_u, t.c.updated_on < low)
+        changed = changed.where(since)
+    out_of_range = sa.select(sa.func.count()).where(
+        t.c.provider == provider, timestamp_out_of_range(media), *in_id_range(t.c.identifier, id_range)
+    )
+    if since is not None:
+        out_of_range = out_of_range.where(since)
     deleted = sa.select(sa.cast(d.c.identifier, sa.Text)).where(
         d.c.provider == provider, *in_id_range(d.c.identifier, id_range)
     )
@@ -196,6 +208,7 @@ def _delta_queries(
             sa.select(sane_max(d.c.deleted_on)).where(d.c.provider == provider).scalar_subquery(),
         ),
         "changed": changed.order_by(t.c.created_on, t.c.identifier),
+        "out_of_range": out_of_range,
         "deleted": deleted,
         "moved": moved,
     }
@@ -272,6 +285,7 @@ def read_changes(
                     changed_rows += len(rows)
             finally:
                 writer.close()
+            out_of_range = conn.scalar(q["out_of_range"]) or 0
             deleted = list(conn.scalars(q["deleted"]))
             moved = list(conn.scalars(q["moved"]))
     except sa.exc.SQLAlchemyError as exc:
@@ -288,6 +302,7 @@ def read_changes(
         "max_updated_on": as_utc(max_u),
         "max_deleted_on": as_utc(max_d),
         "changed": changed_rows,
+        "timestamps_out_of_range": int(out_of_range),
         "deleted": len(deleted),
         "moved": len(moved),
         "removed": len(removed),
@@ -421,7 +436,8 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
         settings=settings,
     )
     meta = {"mode": "incremental", "base_version": state.version, "version": new.version}
-    meta.update({k: v for k, v in counts.items() if k in ("changed", "deleted", "moved", "removed", "read")})
+    kept = ("changed", "deleted", "moved", "removed", "read", "timestamps_out_of_range")
+    meta.update({k: v for k, v in counts.items() if k in kept})
     _write_changes_meta(staging, meta)
     # Order matters for a crash in between: the state is written last, so a crash leaves files that do not
     # match the recorded state, and the next refresh rebuilds the partition in full.
@@ -437,6 +453,7 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
         snapshot_rows=writer.rows,
         max_updated_on=counts["max_updated_on"],
         seconds=seconds,
+        timestamps_out_of_range=counts["timestamps_out_of_range"],  # among the rows read now, as NULL
     )
     return RefreshResult(
         "incremental",
