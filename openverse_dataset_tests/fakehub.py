@@ -5,7 +5,9 @@ leaves the process. It implements what a dataset release needs: repo creation, r
 YAML validation, preupload, the LFS batch/upload/verify protocol (content-addressed storage that survives a
 failed commit, like the real one), the NDJSON commit endpoint with `parentCommit` (HTTP 412 when the branch
 moved), refs and tags. It records every request (to check tokens and count uploads) and lets a test inject
-faults (rate limits, server errors, a crash mid-upload, a concurrent commit).
+faults (rate limits, server errors, a crash mid-upload, a concurrent commit). Reads are anonymous, as on a
+public repository, so `datasets.load_dataset("<repo_id>", config)` in another process can read a release through
+`serve` (tree listings, `resolve` by branch, tag or commit).
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ class FakeHub:
         if path.startswith("/lfs-upload/") or path.startswith("/lfs-verify/"):
             return self._lfs_transfer(request)
         auth = request.headers.get("authorization")
-        if self.token and auth != f"Bearer {self.token}" and request.method != "GET":
+        if self.token and auth != f"Bearer {self.token}" and request.method not in ("GET", "HEAD"):
             return _err(401, "Invalid credentials", code="Unauthorized")
         routes: list[tuple[str, str, Callable]] = [
             ("GET", r"/api/whoami-v2", self._whoami),
@@ -429,7 +431,9 @@ def serve(hub: FakeHub) -> Iterator[str]:
             for k, v in resp.headers.items():
                 if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                     self.send_header(k, v)
-            self.send_header("content-length", str(len(data)))
+            # a HEAD answer carries the length of the body a GET would send (huggingface_hub sizes downloads by it)
+            length = resp.headers.get("content-length") if self.command == "HEAD" else None
+            self.send_header("content-length", length or str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 

@@ -284,13 +284,9 @@ def test_dry_runs_after_a_build_change_nothing_published(reference):
     assert "2026-12-24" in card.read_text() or "2026.12.24" in card.read_text()  # the working card did change
 
 
-@pytest.mark.postgres
-def test_hostile_provider_names_extract_and_load_back_every_row(env, upstream_catalog, monkeypatch):
-    """Names the catalog can hold (varchar(80)): each provider's rows are published and load with `datasets`."""
-    from datasets import load_dataset
-
+def _insert_hostile_providers(upstream_catalog) -> dict[str, int]:
+    """Rows under every hostile name (varchar(80) holds them all); returns rows per provider."""
     from openverse_dataset.catalog.seed import demo_rows
-    from openverse_dataset.cli import main
     from openverse_dataset.media import AUDIO
 
     names = [n for n in HOSTILE_NAMES if n not in {".", ".."}] + ["..", "a%%b", "50%_off"]
@@ -301,6 +297,17 @@ def test_hostile_provider_names_extract_and_load_back_every_row(env, upstream_ca
         r["foreign_identifier"] = f"hostile-{i}"
         want[r["provider"]] = want.get(r["provider"], 0) + 1
     assert upstream_catalog.insert_media("audio", rows) == len(rows)
+    return want
+
+
+@pytest.mark.postgres
+def test_hostile_provider_names_extract_and_load_back_every_row(env, upstream_catalog, monkeypatch):
+    """Names the catalog can hold (varchar(80)): each provider's rows are published and load with `datasets`."""
+    from datasets import load_dataset
+
+    from openverse_dataset.cli import main
+
+    want = _insert_hostile_providers(upstream_catalog)
     upstream_catalog.configure(monkeypatch)
     code = main(["build", "--media", "audio"])
     assert json.loads((env / "providers" / "audio.json").read_text())["providers"] == sorted(want)
@@ -310,6 +317,93 @@ def test_hostile_provider_names_extract_and_load_back_every_row(env, upstream_ca
         assert len(p.name.encode()) <= SEGMENT_MAX_BYTES
     got = pl.from_arrow(load_dataset(str(repo), "all", split="train").data.table)
     assert dict(got.group_by("provider").len().iter_rows()) == want  # every row of every name, none lost
+
+
+# A consumer: a fresh process with its own caches, nothing but HF_ENDPOINT pointing at the Hub. Every config the
+# card declares, at `main` and (for `all`) at the release tag; rows per provider of each.
+LOAD_FROM_HUB = textwrap.dedent(
+    """
+    import collections, json, sys
+    import datasets
+    repo, tag = sys.argv[1], sys.argv[2]
+    out = {}
+    for config in datasets.get_dataset_config_names(repo):
+        ds = datasets.load_dataset(repo, config, split="train")
+        out[config] = dict(collections.Counter(ds["provider"]))
+    ds = datasets.load_dataset(repo, "all", split="train", revision=tag)
+    out["@" + tag] = dict(collections.Counter(ds["provider"]))
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.postgres
+def test_hostile_provider_names_load_back_through_the_hub_api(env, upstream_catalog, monkeypatch, tmp_path):
+    """The same names released to the (fake) Hub with the real client, then every config loaded back with
+    `datasets.load_dataset("<repo_id>", config)` through the Hub's HTTP API (tree listing, resolve by revision)."""
+    import fnmatch
+
+    import yaml
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    from openverse_dataset.cli import main
+    from openverse_dataset_tests.fakehub import ENDPOINT, FakeHub, serve
+
+    want = _insert_hostile_providers(upstream_catalog)
+    upstream_catalog.configure(monkeypatch)
+    token, repo_id = "hf_hostile_names_token", "testorg/openverse-audio"
+    hub = FakeHub(token=token, orgs={"testorg": "write"})
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("HF_ENDPOINT", ENDPOINT)
+    monkeypatch.setenv("OPENVERSE_PUBLISH_TARGET", "hf:testorg")
+    _http.set_client_factory(hub.client)
+    try:
+        assert main(["build", "--media", "audio"]) == 0
+    finally:
+        _http.set_client_factory(_http.default_client_factory)
+    repo = hub.repos[repo_id]
+    (tag,) = repo.tags
+    files = repo.tree("main")
+    segments = {p.split("/")[2] for p in files if p.startswith("data/")}
+    assert len(segments) == len(want) and all(len(s.encode()) <= SEGMENT_MAX_BYTES for s in segments)
+
+    # what each config holds, read from the repository's own bytes (the card's globs over its files)
+    card = yaml.safe_load(repo.read("README.md").decode().split("---", 2)[1])
+    expected: dict[str, dict[str, int]] = {}
+    for c in card["configs"]:
+        globs = [g for df in c["data_files"] for g in ([df["path"]] if isinstance(df["path"], str) else df["path"])]
+        counts: dict[str, int] = {}
+        for path in sorted(files):
+            if path.endswith(".parquet") and any(fnmatch.fnmatch(path, g) for g in globs):
+                for provider, n in pl.read_parquet(repo.read(path)).group_by("provider").len().iter_rows():
+                    counts[provider] = counts.get(provider, 0) + n
+        expected[c["config_name"]] = counts
+    assert expected["all"] == want
+
+    consumer = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "OPENVERSE_"))}
+    consumer.update(
+        HF_HOME=str(tmp_path / "consumer-hf-home"),
+        HF_DATASETS_CACHE=str(tmp_path / "consumer-datasets-cache"),  # datasets caches by name: its own
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NO_PROXY="127.0.0.1",
+    )
+    with serve(hub) as url:
+        r = subprocess.run(
+            [sys.executable, "-c", LOAD_FROM_HUB, repo_id, tag],
+            env={**consumer, "HF_ENDPOINT": url},
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+        )
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got.pop(f"@{tag}") == want  # the tagged release too
+    assert got == {name: counts for name, counts in expected.items()}  # every config, every row per provider
+    assert got["all"] == want  # every inserted row came back through the Hub API, per provider
+    assert any(q["method"] == "GET" and "/resolve/" in q["url"] for q in hub.requests)  # downloaded from it
 
 
 # -- stalled connections (Hub, S3, catalog) --------------------------------------------------------------------
