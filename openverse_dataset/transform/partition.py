@@ -42,6 +42,7 @@ from openverse_dataset.parquet import (
     ORDER_KEY,
     ShardInfo,
     ShardWriter,
+    large_types,
     merge_sorted,
     sha256_file,
     sort_by_key,
@@ -65,7 +66,7 @@ from openverse_dataset.transform.optout import NO_OPT_OUTS, OptOuts
 BATCH_ROWS = 15_000
 CLEAN_ROW_GROUP_ROWS = 20_000
 WRITE_THREADS = 2
-# Plain `string`/`list` Arrow types (not large_*): what the Hub's viewer and most readers expect.
+# polars' oldest Arrow types (`string`, not string views), then cast to `large_types`: one string type everywhere.
 ARROW_COMPAT = pl.CompatLevel.oldest()
 TAKEDOWN_SCHEMA = {"identifier": pl.String, "reason": pl.String}
 
@@ -102,13 +103,13 @@ def clean_schema(media: MediaType) -> pa.Schema:
     """Arrow schema of cleaned files (from the polars output types, so writers and readers agree)."""
     raw = pl.DataFrame(schema=pl.Schema(media.raw_schema))
     out = clean_lazy(raw.lazy(), media, pl.LazyFrame(schema=TAKEDOWN_SCHEMA)).select(output_columns(media))
-    return out.collect().to_arrow(compat_level=ARROW_COMPAT).schema
+    return large_types(out.collect().to_arrow(compat_level=ARROW_COMPAT).schema)
 
 
 def reject_schema(media: MediaType) -> pa.Schema:
     raw = pl.DataFrame(schema=pl.Schema(media.raw_schema))
     out = clean_lazy(raw.lazy(), media, pl.LazyFrame(schema=TAKEDOWN_SCHEMA))
-    return reject_frame(out.collect()).to_arrow(compat_level=ARROW_COMPAT).schema
+    return large_types(reject_frame(out.collect()).to_arrow(compat_level=ARROW_COMPAT).schema)
 
 
 def license_folder(slug: str) -> str:
@@ -382,10 +383,10 @@ class _Output:
         self.rejects_dir.mkdir(parents=True)
         self.schema, self.kw = clean_schema(media), writer_kw
         self.writers: list[ShardWriter] = []
-        self.rejects = ShardWriter(self.rejects_dir, reject_schema(media), **writer_kw)
+        self.rejects = ShardWriter(self.rejects_dir, reject_schema(media), sorting=ORDER_KEY, **writer_kw)
 
     def new_writer(self, folder: str, root: Path | None = None) -> ShardWriter:
-        self.writers.append(ShardWriter((root or self.clean) / folder, self.schema, **self.kw))
+        self.writers.append(ShardWriter((root or self.clean) / folder, self.schema, sorting=ORDER_KEY, **self.kw))
         return self.writers[-1]
 
     def abort(self) -> None:
