@@ -494,11 +494,15 @@ def _rows_by_id(files: list[Path], ids: pa.Array, schema: pa.Schema) -> pa.Table
 
 def opt_out_lists(layout: DataLayout, media: str, providers: list[str]) -> list[str]:
     """The sha256 of each opt-out list the providers' current clean outputs were made with (for the card)."""
+    from openverse_dataset.catalog.slices import provider_units
+
     found = set()
     for p in providers:
-        state = _load_json(layout.state_file("clean", media, p)) or {}
-        if state.get("opt_outs"):
-            found.add(state["opt_outs"])
+        units = provider_units(layout, media, p)
+        for unit in [p] if units is None else [s.unit for s in units]:  # a sliced provider's state is per slice
+            state = _load_json(layout.state_file("clean", media, unit)) or {}
+            if state.get("opt_outs"):
+                found.add(state["opt_outs"])
     return sorted(found)
 
 
@@ -568,9 +572,7 @@ def refresh_clean(
         mode = "full"
     else:
         moved = tk_sha != state.get("takedowns")
-        result = _clean_changes(
-            layout, media, provider, takedowns, changes, moved, unit=unit, opt_outs=opt_outs, **kw
-        )
+        result = _clean_changes(layout, media, provider, takedowns, changes, moved, unit=unit, opt_outs=opt_outs, **kw)
         mode = "incremental"
     if raw_state is not None:
         _save_json(
