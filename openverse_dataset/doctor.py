@@ -388,6 +388,20 @@ def check_s3(cfg: Config) -> list[Check]:
     return [Check("S3 bucket", "ok", f"s3://{bucket} reachable, requester pays")]
 
 
+def check_opt_outs() -> list[Check]:
+    """The creators' opt-out list reads and parses (a bad line or an unreachable URL would fail every clean)."""
+    from openverse_dataset.transform import optout
+
+    spec = value("OPENVERSE_OPT_OUT_LIST")
+    if not spec:
+        return [Check("opt-out list", "skip", "OPENVERSE_OPT_OUT_LIST unset: no creator opt-outs applied")]
+    try:
+        opt = optout.load(spec)
+    except optout.OptOutError as exc:
+        return [Check("opt-out list", "fail", str(exc), "correct the list or OPENVERSE_OPT_OUT_LIST")]
+    return [Check("opt-out list", "ok", f"{opt.entries:,} entries (sha256 {(opt.sha256 or '')[:12]})")]
+
+
 # -- entry points ---------------------------------------------------------------------------------------------
 def run_checks(cfg: Config, *, full: bool = True, catalog: bool = True, s3: bool = True) -> list[Check]:
     """Every check (`full`), or the cheap ones `build`/`publish` run first (no index inspection)."""
@@ -399,6 +413,8 @@ def run_checks(cfg: Config, *, full: bool = True, catalog: bool = True, s3: bool
         else:
             out += check_catalog(cfg, indexes=full)
     out += check_target(cfg)
+    if catalog:
+        out += check_opt_outs()
     if s3:
         out += check_s3(cfg)
     return out

@@ -81,7 +81,9 @@ class MediaType:
     @property
     def raw_schema(self) -> pa.Schema:
         """Arrow schema of the raw extract: catalog columns, typed the same for every database."""
-        return pa.schema(_COMMON_HEAD + list(self.specific_columns) + _COMMON_TAIL)
+        from openverse_dataset.parquet import large_types
+
+        return large_types(pa.schema(_COMMON_HEAD + list(self.specific_columns) + _COMMON_TAIL))
 
     @property
     def column_names(self) -> list[str]:

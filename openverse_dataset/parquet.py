@@ -1,8 +1,9 @@
 """One Parquet writer for every stage: deterministic, size-bounded shards with the Hub's settings.
 
-Rows are regrouped into fixed-size row groups whatever batch sizes arrive, so the same rows in the same order
-give byte-identical files whichever reader produced them. zstd, page index (the dataset viewer needs it for
-large files) and content-defined chunking (the Hub's Xet storage deduplicates unchanged regions).
+Rows are regrouped into row groups bounded in rows and in text bytes (counted per row) whatever batch sizes
+arrive, so the same rows in the same order give byte-identical files whichever reader produced them. zstd,
+page index (the dataset viewer needs it for large files) and content-defined chunking (the Hub's Xet storage
+deduplicates unchanged regions).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -20,6 +22,9 @@ from openverse_dataset import progress
 
 DEFAULT_ROW_GROUP_ROWS = 100_000
 DEFAULT_SHARD_BYTES = 384 * 1024 * 1024
+# A row group also ends once its rows' text reaches this many bytes (a few rows of 10 MB titles would otherwise
+# make a 100k-row group of gigabytes). Counted per row, so the boundaries depend only on the rows.
+DEFAULT_ROW_GROUP_BYTES = 128 * 1024 * 1024
 # Every stage's row order within a partition: ingestion order, so rows a later ingestion adds land at the end.
 ORDER_KEY = ("created_on", "identifier")
 
@@ -43,6 +48,22 @@ DICTIONARY_COLUMNS = frozenset(
         "reason", "raw_license", "raw_license_version", "sample_rate", "bit_rate", "audio_set",
     }
 )  # fmt: skip
+
+
+def _large(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return (pa.large_list if pa.types.is_large_list(t) else pa.list_)(_large(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_large(f.type)) for f in t])
+    return t
+
+
+def large_types(schema: pa.Schema) -> pa.Schema:
+    """`schema` with every string (top level, in lists and structs) as `large_string`: one string type in every
+    file of every stage, and no 2 GiB offset limit per column chunk (a few rows of 10 MB titles overflowed it)."""
+    return pa.schema([f.with_type(_large(f.type)) for f in schema], metadata=schema.metadata)
 
 
 def writer_options(schema: pa.Schema) -> dict:
@@ -73,15 +94,21 @@ class ShardWriter:
         prefix: str = "part",
         shard_bytes: int = DEFAULT_SHARD_BYTES,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        sorting: Sequence[str] = (),
     ) -> None:
+        """`sorting`: the columns the caller's rows are ordered by (ascending, nulls last), declared in every row
+        group's metadata (`sorting_columns`) so readers can rely on it; only pass it when the rows are in it."""
         self.folder = Path(folder)
+        self.sorting = [pq.SortingColumn(schema.get_field_index(c), nulls_first=False) for c in sorting]
         self.schema = schema
         self.prefix = prefix
         self.shard_bytes = shard_bytes
         self.row_group_rows = row_group_rows
+        self.row_group_bytes = DEFAULT_ROW_GROUP_BYTES  # read at construction: tests lower the module default
         self.shards: list[ShardInfo] = []
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
+        self._sizes: list[np.ndarray] = []  # each pending row's text bytes, in row order
         self._writer: pq.ParquetWriter | None = None
         self._sink: pa.NativeFile | None = None
         self._rows_in_shard = 0
@@ -97,8 +124,22 @@ class ShardWriter:
                 b = b.select(self.schema.names).cast(self.schema)
             self._pending.append(b)
             self._pending_rows += b.num_rows
-        while self._pending_rows >= self.row_group_rows:
-            self._flush(self.row_group_rows)
+            self._sizes.append(row_bytes(b))
+        while (n := self._next_group()) is not None:
+            self._flush(n)
+
+    def _next_group(self, final: bool = False) -> int | None:
+        """Rows in the next full row group: `row_group_rows`, or fewer when one more row would take their text past
+        `row_group_bytes` (a row over the bound alone is a group); None while the pending rows do not fill one."""
+        if not self._pending_rows:
+            return None
+        sizes = np.concatenate(self._sizes)[: self.row_group_rows]
+        fits = int(np.searchsorted(np.cumsum(sizes), self.row_group_bytes, side="right"))
+        if fits < len(sizes):  # the next row would cross the bound: end the group before it (one row at least)
+            return max(fits, 1)
+        if self._pending_rows >= self.row_group_rows:
+            return self.row_group_rows
+        return self._pending_rows if final else None
 
     def _flush(self, n: int) -> None:
         # One contiguous row group whatever batches arrived: page and CDC boundaries then depend only on the rows.
@@ -118,12 +159,15 @@ class ShardWriter:
         del heads, tails, pending
         self._pending = tail.to_batches()
         self._pending_rows = tail.num_rows
+        rest = np.concatenate(self._sizes)[n:]
+        self._sizes = [rest] if len(rest) else []
         del tail
         if self._writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / f"{self.prefix}-{len(self.shards):05d}.parquet"
             self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
-            self._writer = pq.ParquetWriter(self._sink, self.schema, **writer_options(self.schema))
+            sort = {"sorting_columns": self.sorting} if self.sorting else {}
+            self._writer = pq.ParquetWriter(self._sink, self.schema, **writer_options(self.schema), **sort)
         self._writer.write_table(group, row_group_size=n)
         del group
         self._rows_in_shard += n
@@ -141,8 +185,8 @@ class ShardWriter:
 
     def close(self) -> list[ShardInfo]:
         """Write what is buffered and close the open shard; returns every shard written."""
-        if self._pending_rows:
-            self._flush(self._pending_rows)
+        while (n := self._next_group(final=True)) is not None:
+            self._flush(n)
         if self._writer is not None:
             self._close_shard()
         return self.shards
@@ -155,6 +199,25 @@ class ShardWriter:
             finally:
                 self._sink.close()
             self._writer = None
+
+
+def row_bytes(batch: pa.RecordBatch) -> np.ndarray:
+    """Each row's text bytes (string and binary columns, lists and structs of them) plus 8 per other column: an
+    estimate of its share of a row group, from the values only."""
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for col in batch.columns:
+        total += _value_bytes(col)
+    return total
+
+
+def _value_bytes(arr: pa.Array) -> np.ndarray:
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        # a list's values counted in bulk: its length times 32 (tags and genres are short), cheap for any size
+        return pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64) * 32
+    return np.full(len(arr), 8, dtype=np.int64)
 
 
 def write_batches(folder: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch], **kw) -> list[ShardInfo]:

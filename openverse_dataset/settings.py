@@ -112,6 +112,13 @@ SETTINGS: tuple[Setting, ...] = (
         "20480",
     ),
     Setting(
+        "OPENVERSE_OPT_OUT_LIST",
+        "none (no opt-outs honoured beyond Openverse's own takedowns)",
+        "creators' opt-out list: a file path or an http(s) URL, one `creator|prefix|domain VALUE` a line "
+        "(README: Opt-outs); matching rows are rejected as opted_out",
+        "/etc/openverse/opt-outs.txt",
+    ),
+    Setting(
         "DAGSTER_HOME", "a temporary instance", "Dagster instance folder (copy dagster.yaml there)", "/opt/dagster"
     ),
 )

@@ -49,6 +49,7 @@ from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import (
     DEFAULT_ROW_GROUP_ROWS,
     DEFAULT_SHARD_BYTES,
+    ORDER_KEY,
     ShardInfo,
     ShardWriter,
 )
@@ -471,7 +472,9 @@ def extract_partition(
     method = choose_method(url, method)
     final = layout.raw_dir(media.name, unit or provider)
     staging = layout.staging_dir(f"raw-{media.name}")
-    writer = ShardWriter(staging, media.raw_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
+    writer = ShardWriter(
+        staging, media.raw_schema, shard_bytes=shard_bytes, row_group_rows=row_group_rows, sorting=ORDER_KEY
+    )
     watermark: list = []
     extra: dict = {}
     start = time.perf_counter()

@@ -414,7 +414,7 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
     changed = pq.read_table(staging / "changed.parquet").cast(media.raw_schema)
     removed = pq.read_table(staging / "removed.parquet")["identifier"].combine_chunks()
     out = layout.staging_dir(f"raw-{media.name}")
-    writer = ShardWriter(out, media.raw_schema, **settings)
+    writer = ShardWriter(out, media.raw_schema, sorting=ORDER_KEY, **settings)
     try:
         # Decoding runs one batch ahead in a thread (both sides release the GIL), as in the clean step.
         for table in merge_sorted(_prefetched(_raw_batches(files, media.raw_schema)), changed, ORDER_KEY, removed):

@@ -22,7 +22,7 @@ from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import ShardWriter
 
-SCHEMA = pa.schema([("identifier", pa.string()), ("reason", pa.string())])
+SCHEMA = pa.schema([("identifier", pa.large_string()), ("reason", pa.large_string())])
 BATCH = 100_000
 HIDDEN_KEY = b"openverse.hidden_sources"  # JSON list of the sources the API hides, in the snapshot's metadata
 
@@ -73,7 +73,11 @@ def _stream(url: str, table: sa.Table, reason: str, writer: ShardWriter) -> int:
         result = conn.execute(sa.select(sa.cast(table.c.identifier, sa.Text)).order_by(table.c.identifier))
         for rows in result.partitions(BATCH):
             ids = [r[0] for r in rows]
-            writer.write(pa.record_batch([pa.array(ids, pa.string()), pa.array([reason] * len(ids))], schema=SCHEMA))
+            writer.write(
+                pa.record_batch(
+                    [pa.array(ids, pa.large_string()), pa.array([reason] * len(ids), pa.large_string())], schema=SCHEMA
+                )
+            )
             n += len(ids)
     return n
 

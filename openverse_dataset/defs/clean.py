@@ -14,6 +14,8 @@ from openverse_dataset.defs.common import (
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource
 from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
+from openverse_dataset.settings import value
+from openverse_dataset.transform import optout
 from openverse_dataset.transform.clean import DERIVED, REJECT_REASONS, REPAIRS
 from openverse_dataset.transform.partition import clean_provider, clean_schema, reject_schema
 
@@ -77,6 +79,8 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
             # Never clean without the exclusion list: take the snapshot the takedowns asset would take.
             snap, _ = snapshot_with_mark(catalog.catalog_url(), catalog.takedown_url(), media, layout)
             context.log.info(f"took a fresh takedown snapshot: {snap.counts}")
+        # Read at every clean, before any row: an unreadable list fails the run, never publishes without it.
+        opt_outs = optout.load(value("OPENVERSE_OPT_OUT_LIST"))
         mark = snapshot_mark(layout, media)  # before the snapshot is read: where the takedown sensor resumes
 
         def progress(rows: int, seconds: float) -> None:
@@ -85,7 +89,12 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
             )
 
         r, mode, why, units = clean_provider(
-            layout, media, provider, takedowns=layout.takedowns_file(media.name), progress=progress
+            layout,
+            media,
+            provider,
+            takedowns=layout.takedowns_file(media.name),
+            progress=progress,
+            opt_outs=opt_outs,
         )
         split = f" in {units} slices" if units > 1 else ""
         context.log.info(
@@ -101,6 +110,9 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 "rows_in": r.rows_in,
                 "rows_kept": r.kept,
                 "rows_rejected": r.rejected_total,
+                "rows_opted_out": r.rejected.get("opted_out", 0),
+                # sha256 of the opt-out list's bytes (empty: none configured); a new list re-cleans in full
+                "opt_out_list_sha256": r.opt_out_sha256 or "",
                 # incremental: only rows the last raw refresh changed (and takedown moves) were cleaned again;
                 # repairs_by_rule and tags_dropped then count those rows
                 "clean_mode": mode,

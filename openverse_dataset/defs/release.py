@@ -29,6 +29,7 @@ from openverse_dataset.release.subsets import SubsetStats, compute_subsets
 from openverse_dataset.release.tree import release_files
 from openverse_dataset.release.verify import live_takedown_leaks
 from openverse_dataset.transform.clean import REJECT_REASONS
+from openverse_dataset.transform.partition import opt_out_lists
 
 # Publish when the card changed (nothing upstream still running; a missing provider does not block), and
 # weekly on Tuesday 06:00 UTC after Openverse's Monday data refresh; never while a blocking check upstream fails.
@@ -180,6 +181,7 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
             cleaning=stats.rejected_by_reason,
             changelog=changelog,
             notes=load_holdback(data_dir, media).card_lines(),
+            opt_out_lists=opt_out_lists(data_dir.layout, media.name, stats.providers),
         )
         path = data_dir.layout.card_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,17 @@ def changelog_section(changelog: Changelog) -> list[str]:
     return lines
 
 
+def opt_out_line(cleaning: dict, lists: list[str]) -> str:
+    """How a creator asks to be left out of the dataset, and how many rows this release left out that way."""
+    used = f" (opt-out list sha256 {', '.join(f'`{h}`' for h in lists)})" if lists else " (no opt-out list applied)"
+    return (
+        "To keep your works out of this dataset while they stay on Openverse, ask Openverse in an issue at "
+        "https://github.com/WordPress/openverse/issues (or in #openverse on the Make WordPress Slack), giving your "
+        "creator page URL, a landing-URL prefix or your domain. This release left out "
+        f"{_n(cleaning.get('opted_out', 0))} rows at their creators' request{used}."
+    )
+
+
 def render_card(
     media: MediaType,
     stats: SubsetStats,
@@ -148,10 +159,12 @@ def render_card(
     cleaning: dict | None = None,
     changelog: Changelog | None = None,
     notes: list[str] | None = None,
+    opt_out_lists: list[str] | None = None,
 ) -> str:
     """The whole README.md: YAML front matter and a body generated from `stats` (cleaning counts, changelog).
 
     `notes`: extra markdown lines placed after the changelog (the providers a release holds back, and why).
+    `opt_out_lists`: sha256 of each creators' opt-out list the release's partitions were cleaned with.
     """
     meta = front_matter(media, stats)
     fm = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
@@ -242,6 +255,7 @@ def render_card(
         "- Creators who want their works out of Openverse (and so out of this dataset) can also remove them or "
         "change their license at the provider; Openverse follows the provider on its next refresh. Image URLs "
         "can additionally be registered with opt-out services such as Spawning's *Do Not Train* registry.",
+        f"- {opt_out_line(cleaning or {}, opt_out_lists or [])}",
         "",
     ]
     if cleaning:

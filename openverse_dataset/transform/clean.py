@@ -22,6 +22,7 @@ import polars as pl
 
 from openverse_dataset import licenses as lic
 from openverse_dataset.media import MediaType
+from openverse_dataset.transform import optout
 from openverse_dataset.transform import rules as R
 from openverse_dataset.transform.rules import Rule, RuleContext
 
@@ -413,6 +414,9 @@ RULES: tuple[Rule, ...] = (
     Rule("source_hidden", "reject", 40,
          "its source is hidden in the API (content_provider.filter_content): the API serves none of its works",
          lambda ctx: pl.coalesce("source", "provider").is_in(list(ctx.hidden_sources)), removal="source_hidden"),
+    Rule("opted_out", "reject", 45,
+         "its creator opted out: creator_url, a landing-URL prefix or a domain is on the opt-out list",
+         lambda ctx: optout.matches(ctx.opt_outs), removal="opted_out"),
     Rule("mature_by_provider", "reject", 50, "the provider marks the work as mature (meta_data.mature)",
          lambda ctx: pl.col("_mature_by_provider"), removal="taken_down"),
     Rule("removed_from_source", "reject", 60, "removed_from_source is true: the API never shows it as a live work",
@@ -595,16 +599,18 @@ def clean_lazy(
     *,
     dedupe: bool = True,
     hidden_sources: Sequence[str] = (),
+    opt_outs: optout.OptOuts = optout.NO_OPT_OUTS,
 ) -> pl.LazyFrame:
     """Apply every rule to a raw partition.
 
     `takedowns` has columns (identifier, reason) with reason in taken_down/deleted_in_catalog/mature;
-    `hidden_sources` are the sources the API hides (content_provider.filter_content). The result has the
+    `hidden_sources` are the sources the API hides (content_provider.filter_content); `opt_outs` the creators'
+    opt-out list (`transform/optout.py`). The result has the
     output columns plus `_reject` (null for kept rows) and `_fix_*` flags. With `dedupe=False` the caller
     removes duplicates of (provider, foreign_identifier) itself (the chunked clean step does it across chunks,
     see `transform/partition.py`).
     """
-    ctx = RuleContext(media=media, hidden_sources=tuple(sorted(hidden_sources)))
+    ctx = RuleContext(media=media, hidden_sources=tuple(sorted(hidden_sources)), opt_outs=opt_outs)
     lf = raw.join(
         one_reason_per_work(takedowns).rename({"reason": "_takedown"}),
         on="identifier",
@@ -663,6 +669,8 @@ def clean_lazy(
         pl.when(kept.list.len() > 0).then(kept).alias("tags"),
         (decoded.list.len() - kept.list.len()).fill_null(0).alias("_tags_dropped"),
     )
+    if opt_outs:
+        lf = lf.with_columns(optout.stage(opt_outs))  # the opt-out list's keys, read by the `opted_out` rule
     lf = lf.with_columns(
         *(r.when(ctx).fill_null(False).alias(f"_fix_{r.name}") for r in R.repairs(RULES)),
         R.reject_expr(RULES, ctx).alias("_reject"),

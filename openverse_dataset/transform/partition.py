@@ -42,6 +42,7 @@ from openverse_dataset.parquet import (
     ORDER_KEY,
     ShardInfo,
     ShardWriter,
+    large_types,
     merge_sorted,
     sha256_file,
     sort_by_key,
@@ -56,6 +57,7 @@ from openverse_dataset.transform.clean import (
     output_columns,
     reject_frame,
 )
+from openverse_dataset.transform.optout import NO_OPT_OUTS, OptOuts
 
 # Memory is bounded by the chunks in flight (one being cleaned, one prefetched) plus one pending row group per
 # Parquet writer (two at a time, after the pass): whatever the partition size or its number of licenses.
@@ -64,7 +66,7 @@ from openverse_dataset.transform.clean import (
 BATCH_ROWS = 15_000
 CLEAN_ROW_GROUP_ROWS = 20_000
 WRITE_THREADS = 2
-# Plain `string`/`list` Arrow types (not large_*): what the Hub's viewer and most readers expect.
+# polars' oldest Arrow types (`string`, not string views), then cast to `large_types`: one string type everywhere.
 ARROW_COMPAT = pl.CompatLevel.oldest()
 TAKEDOWN_SCHEMA = {"identifier": pl.String, "reason": pl.String}
 
@@ -86,6 +88,7 @@ class CleanResult:
     seconds: float = 0.0
     by_source: Counter = field(default_factory=Counter)  # rows in, per source: which sources live in this partition
     rows_cleaned: int | None = None  # rows the rules ran on (all of them, unless the clean was incremental)
+    opt_out_sha256: str | None = None  # the opt-out list the rules ran with (None: no list configured)
 
     @property
     def rejected_total(self) -> int:
@@ -100,13 +103,13 @@ def clean_schema(media: MediaType) -> pa.Schema:
     """Arrow schema of cleaned files (from the polars output types, so writers and readers agree)."""
     raw = pl.DataFrame(schema=pl.Schema(media.raw_schema))
     out = clean_lazy(raw.lazy(), media, pl.LazyFrame(schema=TAKEDOWN_SCHEMA)).select(output_columns(media))
-    return out.collect().to_arrow(compat_level=ARROW_COMPAT).schema
+    return large_types(out.collect().to_arrow(compat_level=ARROW_COMPAT).schema)
 
 
 def reject_schema(media: MediaType) -> pa.Schema:
     raw = pl.DataFrame(schema=pl.Schema(media.raw_schema))
     out = clean_lazy(raw.lazy(), media, pl.LazyFrame(schema=TAKEDOWN_SCHEMA))
-    return reject_frame(out.collect()).to_arrow(compat_level=ARROW_COMPAT).schema
+    return large_types(reject_frame(out.collect()).to_arrow(compat_level=ARROW_COMPAT).schema)
 
 
 def license_folder(slug: str) -> str:
@@ -295,10 +298,18 @@ class _Pass:
     """One pass of the rules over raw batches: kept rows spooled per license folder, rejects spooled too."""
 
     def __init__(
-        self, media: MediaType, tk: pl.DataFrame, staging: Path, result: CleanResult, hidden: tuple = ()
+        self,
+        media: MediaType,
+        tk: pl.DataFrame,
+        staging: Path,
+        result: CleanResult,
+        hidden: tuple = (),
+        opt_outs: OptOuts = NO_OPT_OUTS,
     ) -> None:
         self.media, self.tk, self.staging, self.result = media, tk, staging, result
         self.hidden = hidden  # the API's hidden sources, recorded with the takedown snapshot
+        self.opt_outs = opt_outs
+        result.opt_out_sha256 = opt_outs.sha256
         self.cols = output_columns(media)
         self.schema = clean_schema(media)
         self.rej_schema = reject_schema(media)
@@ -311,7 +322,9 @@ class _Pass:
             chunk = pl.from_arrow(raw_batch)
             del raw_batch
             tk = _matching_takedowns(self.tk, chunk["identifier"])
-            batch = clean_lazy(chunk.lazy(), self.media, tk.lazy(), dedupe=False, hidden_sources=self.hidden).collect()
+            batch = clean_lazy(
+                chunk.lazy(), self.media, tk.lazy(), dedupe=False, hidden_sources=self.hidden, opt_outs=self.opt_outs
+            ).collect()
             result.rows_in += batch.height
             result.by_source.update(dict(batch["source"].fill_null(result.provider).value_counts().iter_rows()))
             fixes = batch.select([pl.col(c).sum() for c in FIX_COLUMNS] + [pl.col("_tags_dropped").sum()]).row(0)
@@ -370,10 +383,10 @@ class _Output:
         self.rejects_dir.mkdir(parents=True)
         self.schema, self.kw = clean_schema(media), writer_kw
         self.writers: list[ShardWriter] = []
-        self.rejects = ShardWriter(self.rejects_dir, reject_schema(media), **writer_kw)
+        self.rejects = ShardWriter(self.rejects_dir, reject_schema(media), sorting=ORDER_KEY, **writer_kw)
 
     def new_writer(self, folder: str, root: Path | None = None) -> ShardWriter:
-        self.writers.append(ShardWriter((root or self.clean) / folder, self.schema, **self.kw))
+        self.writers.append(ShardWriter((root or self.clean) / folder, self.schema, sorting=ORDER_KEY, **self.kw))
         return self.writers[-1]
 
     def abort(self) -> None:
@@ -394,6 +407,7 @@ def clean_partition(
     row_group_rows: int = CLEAN_ROW_GROUP_ROWS,
     progress=None,
     unit: str | None = None,
+    opt_outs: OptOuts = NO_OPT_OUTS,
 ) -> CleanResult:
     """Clean one provider partition (or one slice of it: `unit`) from its raw shards; counts for metadata and logs."""
     start = time.perf_counter()
@@ -404,7 +418,7 @@ def clean_partition(
     tk = _takedown_frame(takedowns)
     out = _Output(layout, media, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
     clean_staging, rej_staging, rejects, new_writer = out.clean, out.rejects_dir, out.rejects, out.new_writer
-    cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns))
+    cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns), opt_outs)
 
     try:
         cpass.run(_prefetched(_raw_batches(raw_files, media, batch_rows)), progress, start)
@@ -478,6 +492,20 @@ def _rows_by_id(files: list[Path], ids: pa.Array, schema: pa.Schema) -> pa.Table
     return pa.concat_tables(out) if out else schema.empty_table()
 
 
+def opt_out_lists(layout: DataLayout, media: str, providers: list[str]) -> list[str]:
+    """The sha256 of each opt-out list the providers' current clean outputs were made with (for the card)."""
+    from openverse_dataset.catalog.slices import provider_units
+
+    found = set()
+    for p in providers:
+        units = provider_units(layout, media, p)
+        for unit in [p] if units is None else [s.unit for s in units]:  # a sliced provider's state is per slice
+            state = _load_json(layout.state_file("clean", media, unit)) or {}
+            if state.get("opt_outs"):
+                found.add(state["opt_outs"])
+    return sorted(found)
+
+
 def _why_full_clean(layout: DataLayout, media: str, provider: str, state: dict | None, raw_version: str | None):
     """("" or the reason a full clean is needed, the raw change record to apply or None)."""
     from openverse_dataset.catalog.refresh import load_changes
@@ -511,6 +539,7 @@ def refresh_clean(
     force_full: bool = False,
     progress=None,
     unit: str | None = None,
+    opt_outs: OptOuts = NO_OPT_OUTS,
     **kw,
 ) -> tuple[CleanResult, str, str]:
     """Clean only what the last raw refresh changed (and rows whose takedown status moved), else in full.
@@ -532,14 +561,18 @@ def refresh_clean(
         reason = "writer settings changed"
     if not reason and tuple(state.get("hidden", ())) != hidden:
         reason = "hidden sources changed"  # may hide or unhide any row: rare, decided by a full pass
+    if not reason and state.get("opt_outs") != opt_outs.sha256:
+        reason = "opt-out list changed"  # may opt out or back in any row: a full pass decides
     if force_full:
         reason = "full clean requested"
     if reason:
-        result = clean_partition(layout, media, provider, takedowns=takedowns, progress=progress, unit=unit, **kw)
+        result = clean_partition(
+            layout, media, provider, takedowns=takedowns, progress=progress, unit=unit, opt_outs=opt_outs, **kw
+        )
         mode = "full"
     else:
         moved = tk_sha != state.get("takedowns")
-        result = _clean_changes(layout, media, provider, takedowns, changes, moved, unit=unit, **kw)
+        result = _clean_changes(layout, media, provider, takedowns, changes, moved, unit=unit, opt_outs=opt_outs, **kw)
         mode = "incremental"
     if raw_state is not None:
         _save_json(
@@ -549,6 +582,7 @@ def refresh_clean(
                 "raw_version": raw_state.version,
                 "takedowns": tk_sha,
                 "hidden": list(hidden),
+                "opt_outs": opt_outs.sha256,
                 "settings": settings,
             },
         )
@@ -563,6 +597,7 @@ def _clean_changes(
     changes: dict | None,
     takedowns_moved: bool,
     *,
+    opt_outs: OptOuts = NO_OPT_OUTS,
     batch_rows: int = BATCH_ROWS,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     row_group_rows: int = CLEAN_ROW_GROUP_ROWS,
@@ -601,7 +636,7 @@ def _clean_changes(
 
     out = _Output(layout, media, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
     clean_staging, rej_staging, rejects, new_writer = out.clean, out.rejects_dir, out.rejects, out.new_writer
-    cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns))
+    cpass = _Pass(media, tk, clean_staging, result, read_hidden_sources(takedowns), opt_outs)
 
     try:
         cpass.run(iter(delta_raw.to_batches(max_chunksize=batch_rows)))

@@ -16,6 +16,7 @@ from typing import Literal
 import polars as pl
 
 from openverse_dataset.media import MediaType
+from openverse_dataset.transform.optout import NO_OPT_OUTS, OptOuts
 
 Action = Literal["reject", "repair", "derive"]
 
@@ -25,6 +26,7 @@ REMOVAL_CLASSES: dict[str, str] = {
     "deleted": "deleted from the catalog (deleted_<media>, e.g. a dead link) or no longer in it",
     "source_hidden": "its source is hidden by Openverse's API (content_provider.filter_content)",
     "removed_from_source": "the provider removed the work (removed_from_source)",
+    "opted_out": "its creator opted out (the project's opt-out list: creator URL, landing-URL prefix or domain)",
     "relicensed": "still published, but its license changed, so it left the configs of its old license",
     "rejected": "no longer passes a cleaning rule (see `detail`)",
 }
@@ -33,10 +35,12 @@ NOT_IN_CATALOG = "deleted"  # the class of an identifier that is simply gone fro
 
 @dataclass(frozen=True)
 class RuleContext:
-    """What a rule's expression may depend on besides the row: the media type and the API's hidden sources."""
+    """What a rule's expression may depend on besides the row: the media type, the API's hidden sources and the
+    creators' opt-out list."""
 
     media: MediaType
     hidden_sources: tuple[str, ...] = ()
+    opt_outs: OptOuts = NO_OPT_OUTS
 
 
 @dataclass(frozen=True)
