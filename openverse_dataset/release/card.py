@@ -519,11 +519,15 @@ def bias_section(media: MediaType, stats: SubsetStats, facts: ReleaseFacts | Non
     if by_provider and stats.rows:
         top, top_rows = by_provider[0]
         top3 = sum(n for _, n in by_provider[:3])
+        more = (
+            f"; the three largest of {len(by_provider)} providers hold {_pct(top3, stats.rows)}"
+            if len(by_provider) > 3
+            else f" ({len(by_provider)} provider{'s' if len(by_provider) > 1 else ''} in all)"
+        )
         lines += [
             f"- **Provider skew:** {esc(top)} alone holds {_n(top_rows)} of {_n(stats.rows)} rows "
-            f"({_pct(top_rows, stats.rows)}); the three largest of {len(by_provider)} providers hold "
-            f"{_pct(top3, stats.rows)}. What those sites' users photograph or record, and how they title it, "
-            "dominates the data.",
+            f"({_pct(top_rows, stats.rows)}){more}. What those sites' users photograph or record, and how they "
+            "title it, dominates the data.",
         ]
     if facts and facts.titles_checked:
         shown = ", ".join(
