@@ -107,7 +107,9 @@ IMAGE = MediaType(
     json_columns=("meta_data", "tags"),
     repo_name="openverse-images",
     pretty_name="Openverse images",
-    task_categories=("image-to-text", "text-to-image", "image-classification"),
+    # No labels, so no classification task: titles and tags are weak text paired with each image (image-to-text,
+    # text-to-image), and the images alone serve unconditional generation. Ids from the Hub's task list.
+    task_categories=("image-to-text", "text-to-image", "unconditional-image-generation"),
 )
 
 AUDIO = MediaType(
@@ -138,7 +140,9 @@ AUDIO = MediaType(
     json_columns=("meta_data", "tags", "audio_set", "alt_files"),
     repo_name="openverse-audio",
     pretty_name="Openverse audio",
-    task_categories=("audio-classification", "text-to-audio", "audio-to-audio"),
+    # No labels (audio-classification) and no paired target audio (audio-to-audio): titles, tags and genres are
+    # weak text paired with each recording, which is what text-to-audio (the Hub's task id) trains on.
+    task_categories=("text-to-audio",),
 )
 
 MEDIA_TYPES: dict[str, MediaType] = {m.name: m for m in (IMAGE, AUDIO)}

@@ -186,4 +186,239 @@ def test_card_escapes_catalog_values():
     html = MarkdownIt("commonmark", {"html": True}).enable("table").render(card.split("---", 2)[2])
     assert "<img" not in html and "&lt;img src=x" in html
     row = next(line for line in card.splitlines() if "img src" in line)
-    assert row.count(" | ") == 1  # the provider's `|` did not add a column
+    assert row.count(" | ") == 2  # provider | rows | share: the provider's `|` did not add a column
+
+
+# -- the card, CITATION.cff and croissant.json as a consumer meets them -------------------------------------------
+
+# The Hub dataset card template's sections that apply to this dataset (level-2 and level-3 headings).
+CARD_SECTIONS = [
+    "## Dataset Details",
+    "### Dataset Description",
+    "### Dataset Sources",
+    "## Load it",
+    "### Pin a release",
+    "## Uses",
+    "### Direct Use",
+    "### Out-of-Scope Use",
+    "## Dataset Structure",
+    "### Data Instances",
+    "## Rows per provider",
+    "## Dataset Creation",
+    "### Curation Rationale",
+    "### Source Data",
+    "#### Data Collection and Processing",
+    "#### Who are the source data producers?",
+    "### Annotations",
+    "## Personal and Sensitive Information",
+    "## Bias, Risks, and Limitations",
+    "### Recommendations",
+    "## Fetching the media politely",
+    "## Citation",
+    "## Dataset Card Contact",
+]
+
+
+def _data_glob(release: Path) -> str:
+    return str(release / "data" / "*" / "*" / "*.parquet")
+
+
+def _render_html(card: str) -> str:
+    from markdown_it import MarkdownIt
+
+    # as the Hub renders a card: HTML on, tables on
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(card.split("---", 2)[2])
+
+
+def _code_block(card: str, lang: str) -> str:
+    return card.split(f"```{lang}\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_card_has_every_section_with_measured_facts(release: Path):
+    import duckdb
+    from datasets.utils.metadata import known_task_ids
+    from huggingface_hub import DatasetCard
+
+    text = (release / "README.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert [h for h in CARD_SECTIONS if h not in headings] == []
+    card = DatasetCard(text)  # huggingface_hub's own parsing of the YAML
+    data = card.data.to_dict()
+    # titles are multilingual: English and Dutch (rijksmuseum) at least, never the old hard-coded [en] alone
+    assert {"en", "nl"} <= set(data["language"]) and len(data["language"]) > 1
+    assert all(len(code) == 2 and code.islower() for code in data["language"])
+    assert data["multilinguality"] == ["multilingual"]
+    # no labels: no classification task; every id on the Hub's list (datasets' copy predates text-to-audio)
+    assert not any("classification" in t for t in data["task_categories"])
+    assert set(data["task_categories"]) <= set(known_task_ids) | {"text-to-audio"}
+    assert data["size_categories"] == ["1K<n<10K"]
+    # shares measured on the data: the demo's 1,373 rows are all in the sample; recompute them independently
+    con = duckdb.connect()
+    rows, creators, geo = con.execute(
+        "select count(*), count(*) filter (where trim(coalesce(creator, '')) <> ''), "
+        "count(*) filter (where list_has_any(json_keys(meta_data::json), ['latitude', 'longitude'])) "
+        "from read_parquet(?)",
+        [_data_glob(release)],
+    ).fetchone()
+    assert rows == 1373 and 0 < geo < creators < rows
+    assert f"sample of {rows:,} of the {rows:,} rows" in text
+    assert f"**{100 * creators / rows:.1f}%** of rows name a creator" in text
+    assert f"**{100 * geo / rows:.1f}%** of rows carry a location" in text
+    flickr = con.execute(
+        "select count(*) from read_parquet(?) where provider = 'flickr'", [_data_glob(release)]
+    ).fetchone()[0]
+    assert f"flickr alone holds {flickr:,} of {rows:,} rows" in text
+    assert "not measured here" in text  # link rot: said, not invented
+    # pinning, polite fetching, citation
+    assert 'revision="2026.11.27"' in text
+    assert "img2dataset --url_list" in text and "--user_agent_token" in text and "--thread_count 4" in text
+    bib = _code_block(text, "bibtex")
+    assert bib.startswith("@misc{openverse_image_2026_11_27,") and bib.count("{") == bib.count("}")
+    assert "year         = {2026}" in bib
+    # the example row is a real row of the release, and its JSON parses back to it
+    import json
+
+    example = json.loads(_code_block(text, "json"))
+    got = con.execute(
+        "select title, creator, license from read_parquet(?) where identifier = ?",
+        [_data_glob(release), example["identifier"]],
+    ).fetchone()
+    assert got == (example["title"], example["creator"], example["license"])
+
+
+def test_citation_cff_is_valid(release: Path):
+    import yaml
+
+    cff = yaml.safe_load((release / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "dataset"
+    assert cff["title"].startswith("Openverse images") and cff["authors"] == [{"name": "Openverse contributors"}]
+    assert str(cff["version"]) == "2026.11.27" and str(cff["date-released"]) == "2026-11-27"
+    assert cff["url"].endswith("/openverse-images") and cff["message"]
+
+
+def test_croissant_validates_and_loads_records(release: Path):
+    import json
+
+    import duckdb
+    import mlcroissant as mlc
+    import yaml
+
+    path = release / "croissant.json"
+    ds = mlc.Dataset(jsonld=str(path))  # raises ValidationError on any error
+    issues = ds.metadata.ctx.issues
+    assert not issues.errors and not issues.warnings, issues.report()
+    doc = json.loads(path.read_text())
+    assert doc["conformsTo"] == "http://mlcommons.org/croissant/1.0"
+    for key in (
+        "rai:dataCollection",
+        "rai:dataCollectionType",
+        "rai:personalSensitiveInformation",
+        "rai:dataBiases",
+        "rai:dataLimitations",
+        "rai:dataUseCases",
+        "rai:dataReleaseMaintenancePlan",
+    ):
+        assert doc[key], key
+    assert "Report" in doc["rai:personalSensitiveInformation"] and "opt-out" in doc["rai:personalSensitiveInformation"]
+    # one RecordSet per config, its fields the Parquet schema's columns; license per row as fields
+    fm = yaml.safe_load((release / "README.md").read_text().split("---", 2)[1])
+    assert [r["name"] for r in doc["recordSet"]] == [c["config_name"] for c in fm["configs"]]
+    columns = pq.read_schema(_shard(release, "cc0")).names
+    for rs in doc["recordSet"]:
+        assert [f["name"] for f in rs["field"]] == columns
+    assert {"license", "license_version", "license_url", "attribution"} <= set(columns)
+    # records load through mlcroissant from the released files, and are the cc0 rows
+    records = []
+    for rec in ds.records("cc0"):
+        records.append(rec)
+        if len(records) == 3:
+            break
+    assert len(records) == 3 and {r["cc0/license"] for r in records} == {b"cc0"}
+    ids = [r["cc0/identifier"].decode() for r in records]
+    found = (
+        duckdb.connect()
+        .execute(
+            "select count(*) from read_parquet(?) where list_contains(?, identifier)",
+            [str(release / "data" / "cc0" / "*" / "*.parquet"), ids],
+        )
+        .fetchone()[0]
+    )
+    assert found == 3
+
+
+def test_card_croissant_and_citation_are_reproducible_from_the_release(release: Path):
+    """The facts come from the release's own files, deterministically: measuring again gives the same bytes."""
+    from datetime import date
+
+    from openverse_dataset.media import IMAGE
+    from openverse_dataset.release.card import citation_cff
+    from openverse_dataset.release.croissant import build_croissant, croissant_json
+    from openverse_dataset.release.facts import DataFile, measure, schema_of
+    from openverse_dataset.release.subsets import SubsetStats
+
+    stats = SubsetStats.from_json((release.parent.parent / "subsets" / "image.json").read_text())
+    files = [DataFile(p.relative_to(release).as_posix(), str(p)) for p in sorted(release.glob("data/*/*/*.parquet"))]
+    facts = measure(list(reversed(files)), stats.rows)  # file order given does not matter
+    assert facts == measure(files, stats.rows)
+    day = date(2026, 11, 27)
+    doc = build_croissant(IMAGE, stats, schema_of(files), facts, repo_id="openverse/openverse-images", release_date=day)
+    assert croissant_json(doc) == (release / "croissant.json").read_text()
+    cff = citation_cff(IMAGE, stats, repo_id="openverse/openverse-images", release_date=day)
+    assert cff == (release / "CITATION.cff").read_text()
+    m = __import__("json").loads((release / MANIFEST).read_text())
+    assert {"CITATION.cff", "croissant.json", "README.md"} <= {e["path"] for e in m["files"]}
+
+
+def test_card_example_row_and_tables_inert_with_hostile_catalog_values(release: Path, tmp_path: Path):
+    """Hostile values planted in a release's rows (title, creator, provider, meta_data) reach the card only as
+    text: no tag in the rendered HTML, no extra table column, no broken code fence; the example row's JSON still
+    parses back to the planted values."""
+    import json
+    from datetime import date
+
+    from openverse_dataset.media import IMAGE
+    from openverse_dataset.release.card import render_card
+    from openverse_dataset.release.facts import DataFile, measure
+    from openverse_dataset.release.subsets import ConfigStats, SubsetStats
+
+    evil = "a|b<img src=x onerror=alert(1)>"
+    fence = "```\n<script>alert(2)</script>\n```"
+    t = pq.read_table(_shard(release, "by"))
+    n = t.num_rows
+    for col, value in (
+        ("title", f"{evil} Het {fence} portret"),
+        ("creator", f"<b>{evil}</b> & co"),
+        ("provider", evil),
+        ("meta_data", json.dumps({"description": f"<iframe src=//x>{evil}</iframe>", "latitude": 1.5})),
+    ):
+        i = t.schema.get_field_index(col)
+        t = t.set_column(i, t.schema.field(i), pa.array([value] * n, t.schema.field(i).type))
+    shard = tmp_path / "data" / "by" / "evil" / "part-00000.parquet"
+    shard.parent.mkdir(parents=True)
+    pq.write_table(t, shard)
+    facts = measure([DataFile("data/by/evil/part-00000.parquet", str(shard))], n)
+    assert facts.with_geolocation == n and facts.example["provider"] == evil
+    stats = SubsetStats(
+        media="image",
+        providers=[evil],
+        missing_providers=[],
+        rows=n,
+        by_license_provider=[{"license": "by", "provider": evil, "rows": n, "files": 1}],
+        by_license_version=[{"license": "by", "license_version": "4.0", "license_jurisdiction": None, "rows": n}],
+        configs=[ConfigStats("all", "every work", ["by"], ["data/*/*/*.parquet"], n, True)],
+    )
+    card = render_card(IMAGE, stats, repo_id="o/r", release_date=date(2026, 12, 1), facts=facts)
+    html = _render_html(card)
+    for tag in ("<img", "<script", "<iframe", "<b>"):
+        assert tag not in html, tag
+    assert "&lt;img src=x" in html
+    assert json.loads(_code_block(card, "json"))["title"] == f"{evil} Het {fence} portret"
+    row = next(line for line in card.splitlines() if line.startswith("| a") and "img src" in line)
+    assert row.count(" | ") == 2  # provider | rows | share: the provider's `|` did not add a column
+    assert f"{esc_text(evil)} alone holds" in card
+
+
+def esc_text(value: str) -> str:
+    from openverse_dataset.release.card import esc
+
+    return esc(value)

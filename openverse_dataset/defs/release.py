@@ -21,8 +21,10 @@ from openverse_dataset.defs.common import (
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, PublishTargetResource
 from openverse_dataset.defs.status import provider_states
 from openverse_dataset.media import MEDIA_TYPES, MediaType
-from openverse_dataset.release.card import render_card
+from openverse_dataset.release.card import CITATION, citation_cff, render_card, write_new
 from openverse_dataset.release.changes import ReleaseFiles, prepare_changes
+from openverse_dataset.release.croissant import CROISSANT, build_croissant, croissant_json
+from openverse_dataset.release.facts import data_files, measure, schema_of
 from openverse_dataset.release.holdback import HoldbackReport, decide
 from openverse_dataset.release.manifest import write_release_manifest
 from openverse_dataset.release.subsets import SubsetStats, compute_subsets
@@ -146,15 +148,17 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
         group_name=media.name,
         kinds={"huggingface", "markdown"},
         owners=OWNERS,
-        code_version="1",
+        code_version="2",
         automation_condition=READY,
         description=(
             "The dataset card (README.md of the dataset repository): YAML front matter with licenses, "
-            "configs and sizes, and a body generated from this release's numbers: configs, providers, "
-            "columns, what each license allows, how to attribute, how to report a work or opt out, and the "
-            "changelog against the previous release (added/removed/changed per provider). Also writes the "
-            "release's removals file: identifiers gone since the previous release, with the reason from the "
-            "rejects and takedowns."
+            "configs, sizes and the languages detected on the titles, and a body following the Hub's card "
+            "template, generated from this release's data: configs, providers, columns, an example row, "
+            "personal information and biases measured on a deterministic sample, what each license allows, "
+            "how to attribute, pin a release, fetch media politely, cite, report a work or opt out, and the "
+            "changelog against the previous release. Also writes CITATION.cff, croissant.json (Croissant 1.0 "
+            "with the RAI fields) and the release's removals file: identifiers gone since the previous "
+            "release, with the reason from the rejects and takedowns."
         ),
     )
     def _card(
@@ -173,22 +177,31 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
             f"release index: {len(book.built)} provider segments built ({', '.join(book.built) or 'none'}), "
             f"{book.reused} reused; diffed {len(book.diffed)} changed providers; {book.shards_rehashed} shards hashed"
         )
+        started = time.perf_counter()
+        data = data_files([(f.path, f.source) for f in release_files(data_dir.layout, stats, None)])
+        facts = measure(data, stats.rows)
+        seconds_facts = round(time.perf_counter() - started, 3)
+        repo_id, day = target.repo_id(media.repo_name), release_date()
         text = render_card(
             media,
             stats,
-            repo_id=target.repo_id(media.repo_name),
-            release_date=release_date(),
+            repo_id=repo_id,
+            release_date=day,
             cleaning=stats.rejected_by_reason,
             changelog=changelog,
             notes=load_holdback(data_dir, media).card_lines(),
             opt_out_lists=opt_out_lists(data_dir.layout, media.name, stats.providers),
+            facts=facts,
         )
         path = data_dir.layout.card_file(media.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a new file, never rewritten in place: the local target's README is a hard link of the previous card
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        # new files, never rewritten in place: the local target's copies are hard links of the previous ones
+        write_new(path, text)
+        write_new(path.with_name(CITATION), citation_cff(media, stats, repo_id=repo_id, release_date=day))
+        if (schema := schema_of(data)) is not None:
+            doc = build_croissant(media, stats, schema, facts, repo_id=repo_id, release_date=day)
+            write_new(path.with_name(CROISSANT), croissant_json(doc))
+        else:
+            path.with_name(CROISSANT).unlink(missing_ok=True)
         manifest = write_release_manifest(
             data_dir.layout,
             stats,
@@ -206,6 +219,11 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
                 "path": dg.MetadataValue.path(str(path)),
                 "previous_release_known": changelog.previous,
                 "manifest_files": len(manifest["files"]),
+                "sample_rows": facts.sample_rows,
+                "share_with_creator": round(facts.share(facts.with_creator), 4),
+                "share_with_geolocation": round(facts.share(facts.with_geolocation), 4),
+                "languages": ", ".join(facts.card_languages()) or "(none)",
+                "seconds_facts": seconds_facts,
                 **{f"rows_{k}": v for k, v in changelog.totals().items()},
                 "removed_by_reason": counts_table(changelog.removed_by_reason, "reason"),
                 "index_segments_built": len(book.built),

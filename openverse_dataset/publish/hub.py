@@ -3,7 +3,8 @@
 How a release goes (one commit per release, whatever its size):
 
 1. create the dataset repository if missing, read `main`'s head commit and its tree (path, size, sha256);
-2. plan against that tree: only the release's own paths (`data/`, the card, the removals file) are managed,
+2. plan against that tree: only the release's own paths (`data/`, the card and its companions, the removals
+   file) are managed,
    anything else in the repository is left alone;
 3. upload the new and changed files' bytes to the Hub's storage *before* committing (`preupload_lfs_files`):
    uploaded but uncommitted bytes are invisible, and the storage answers "already have it" for what an
@@ -37,14 +38,14 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 
 from openverse_dataset import progress
 from openverse_dataset.publish.plan import Plan, git_blob_id, make_plan
-from openverse_dataset.release.tree import CARD, REMOVALS, TreeFile
+from openverse_dataset.release.tree import CARD, COMPANIONS, REMOVALS, TreeFile
 
 log = logging.getLogger(__name__)
 
 REPO_TYPE = "dataset"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANAGED_PREFIXES = ("data/",)
-MANAGED_FILES = (CARD, REMOVALS)
+MANAGED_FILES = (CARD, REMOVALS, *COMPANIONS)  # the card's companions: CITATION.cff, croissant.json, manifest.json
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_LFS_FILES_PER_COMMIT = 25_000
 MAX_REGULAR_BYTES_PER_COMMIT = 1_000_000_000

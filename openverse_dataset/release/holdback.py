@@ -18,6 +18,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from openverse_dataset.release.card import esc  # provider names and reasons can carry catalog text
+
 KEPT_PREVIOUS = "previous release's rows, unchanged"
 KEPT_NONE = "not in this release"
 
@@ -84,8 +86,8 @@ class HoldbackReport:
             "|---|---|---|---|",
         ]
         for h in self.held_back:
-            why = h.reason.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {h.provider} | {h.kept} | {why} | {h.since or '-'} |")
+            cells = [esc(h.provider), h.kept, esc(h.reason), h.since or "-"]
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
         return [*lines, ""]
 
 

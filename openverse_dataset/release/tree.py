@@ -33,9 +33,11 @@ class TreeFile:
 
 
 def release_files(
-    layout: DataLayout, stats: SubsetStats, card_path: Path, removals_path: Path | None = None
+    layout: DataLayout, stats: SubsetStats, card_path: Path | None, removals_path: Path | None = None
 ) -> list[TreeFile]:
-    """Every file of the release, sorted by repository path: data shards, the card, the removals file.
+    """Every file of the release, sorted by repository path: data shards, the card and the files written beside
+    it (`COMPANIONS`), the removals file. `card_path=None`: the data shards (and removals) only, as the card step
+    needs them before it writes the card.
 
     Shard sha256s come from the sidecars their writer left (`openverse_dataset.shards`): an unchanged shard is
     never read again. Only the card and the removals file, new at every release and small, are hashed here.
@@ -47,10 +49,11 @@ def release_files(
             shard = shards.folder / r.path
             slug = lic.slug_for_folder(shard.parent.name)
             out.append(TreeFile(release_path(slug, provider, shard.name), str(shard), r.size, r.sha256))
-    out.append(TreeFile(CARD, str(card_path), card_path.stat().st_size, sha256_file(card_path)))
-    for name in COMPANIONS:
-        if (p := card_path.with_name(name)).exists():
-            out.append(TreeFile(name, str(p), p.stat().st_size, sha256_file(p)))
+    if card_path is not None:
+        out.append(TreeFile(CARD, str(card_path), card_path.stat().st_size, sha256_file(card_path)))
+        for name in COMPANIONS:
+            if (p := card_path.with_name(name)).exists():
+                out.append(TreeFile(name, str(p), p.stat().st_size, sha256_file(p)))
     if removals_path is not None:
         out.append(TreeFile(REMOVALS, str(removals_path), removals_path.stat().st_size, sha256_file(removals_path)))
     return sorted(out, key=lambda f: f.path)
