@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/refresh.py                   # 2,000,000 rows
     .venv/bin/python benchmarks/refresh.py --rows 8000000    # the 4x check (long on a shared 2-core machine)
     .venv/bin/python benchmarks/refresh.py --rows 200000     # a quick smoke run
+    # another checkout's code against this one, builds interleaved, outputs compared byte for byte:
+    git archive main openverse_dataset | tar -x -C /tmp/base
+    .venv/bin/python benchmarks/refresh.py --baseline-src /tmp/base
 
 Creates two scratch databases on 127.0.0.1:5432 from Openverse's own DDL (the catalog, and the API database
 with the takedown tables; both dropped at the end), fills the catalog server-side with the synthetic `image`
