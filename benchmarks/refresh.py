@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/refresh.py                   # 2,000,000 rows
     .venv/bin/python benchmarks/refresh.py --rows 8000000    # the 4x check (long on a shared 2-core machine)
     .venv/bin/python benchmarks/refresh.py --rows 200000     # a quick smoke run
+    # another checkout's code against this one, builds interleaved, outputs compared byte for byte:
+    git archive main openverse_dataset | tar -x -C /tmp/base
+    .venv/bin/python benchmarks/refresh.py --baseline-src /tmp/base
 
 Creates two scratch databases on 127.0.0.1:5432 from Openverse's own DDL (the catalog, and the API database
 with the takedown tables; both dropped at the end), fills the catalog server-side with the synthetic `image`
@@ -219,15 +222,50 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
+def _builds(tmp: Path, base_env: dict, baseline_src: Path | None) -> dict[str, dict]:
+    """The build environments: this checkout's code, and with `--baseline-src` another checkout's as well.
+
+    Each has its own data directory and Dagster instance; the baseline runs the other checkout's
+    `openverse_dataset` package first on PYTHONPATH (the editable install's finder comes after sys.path).
+    """
+    out = {}
+    for name, src in (("baseline", baseline_src), ("this", None)):
+        if name == "baseline" and src is None:
+            continue
+        (tmp / name / "dagster").mkdir(parents=True)
+        env = base_env | {"OPENVERSE_DATA_DIR": str(tmp / name / "data"), "DAGSTER_HOME": str(tmp / name / "dagster")}
+        if src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src.resolve()), base_env.get("PYTHONPATH")]))
+        out[name] = env
+    return out
+
+
+def _same_outputs(a: Path, b: Path) -> bool:
+    """Whether two data directories hold byte-identical raw, clean and rejects Parquet files."""
+    return all(tree_digest(a / s / "image") == tree_digest(b / s / "image") for s in ("raw", "clean", "rejects"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--verify", action="store_true", help="also build the changed catalog from scratch and compare")
     ap.add_argument("--keep", action="store_true", help="keep the scratch databases and folders (debugging)")
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a folder holding another checkout's openverse_dataset package (e.g. `git archive main "
+        "openverse_dataset | tar -x -C DIR`): each build runs with it and with this checkout, interleaved, and "
+        "the outputs are compared byte for byte",
+    )
+    ap.add_argument(
+        "--catalog-url",
+        help="use this already filled catalog (synth.populate + prepare-catalog) instead of a scratch one; the "
+        "change set is applied to it, and it is not dropped",
+    )
     args = ap.parse_args()
     tag = uuid.uuid4().hex[:8]
     cat_name, api_name = f"openverse_refresh_{tag}", f"openverse_refresh_api_{tag}"
-    cat_url = synth.create_database(ADMIN_URL, cat_name)
+    cat_url = args.catalog_url or synth.create_database(ADMIN_URL, cat_name)
     api_url = synth.create_database(ADMIN_URL, api_name)
     tmp = Path(tempfile.mkdtemp(prefix="openverse-refresh-"))
     log_file = tmp / "cli.log"
@@ -240,54 +278,65 @@ def main() -> None:
 
         from openverse_dataset_tests.upstream import API_DDL, apply_ddl
 
-        log(f"creating {cat_name} and {api_name} from Openverse's DDL, filling {args.rows:,} rows ...")
         apply_ddl(api_url, API_DDL)
-        synth.populate(cat_url, 1, args.rows, log=log)
-        prepare(cat_url, log)
+        if not args.catalog_url:
+            log(f"creating {cat_name} and {api_name} from Openverse's DDL, filling {args.rows:,} rows ...")
+            synth.populate(cat_url, 1, args.rows, log=log)
+            prepare(cat_url, log)
         eng = sa.create_engine(cat_url)
         with eng.connect() as conn:
             flickr_rows = conn.scalar(sa.text("SELECT count(*) FROM image WHERE provider = 'flickr'"))
+            rows = conn.scalar(sa.text("SELECT count(*) FROM image"))
         eng.dispose()
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENVERSE_")}
-        (tmp / "dagster").mkdir()
         env |= {
             "OPENVERSE_CATALOG_URL": cat_url,
             "OPENVERSE_API_DB_URL": api_url,
-            "OPENVERSE_DATA_DIR": str(tmp / "data"),
             "OPENVERSE_RELEASE_DATE": "2026-12-01",
-            "DAGSTER_HOME": str(tmp / "dagster"),
             "HF_HUB_OFFLINE": "1",
         }
-        log("full build ...")
-        full = run_cli(["build", "--media", "image"], env, log_file)
-        log(f"  full build: {full['wall_s']:.1f}s, peak RSS {full['peak_rss_mib']} MiB")
-        before_files = release_files(tmp / "data", "flickr")
+        builds = _builds(tmp, env, args.baseline_src)
+        full: dict[str, dict] = {}
+        for name, benv in builds.items():  # interleaved: baseline, this; then the same for the refresh
+            log(f"full build ({name}) ...")
+            full[name] = run_cli(["build", "--media", "image"], benv, log_file)
+            log(f"  full build ({name}): {full[name]['wall_s']:.1f}s, peak RSS {full[name]['peak_rss_mib']} MiB")
+        data = tmp / "this" / "data"
+        before_files = release_files(data, "flickr")
         before, before_total = chunk_index(before_files)
 
         changes = change_set(cat_url, api_url, flickr_rows)
         changed = sum(changes.values())
         log(f"change set: {changes}")
-        log("refresh ...")
-        since = time.time()
-        refresh = run_cli(["build", "--media", "image"], env, log_file)
-        log(f"  refresh: {refresh['wall_s']:.1f}s, peak RSS {refresh['peak_rss_mib']} MiB")
-        read = rows_read(tmp / "data")
+        refresh: dict[str, dict] = {}
+        for name, benv in builds.items():
+            log(f"refresh ({name}) ...")
+            since = time.time()
+            refresh[name] = run_cli(["build", "--media", "image"], benv, log_file)
+            log(f"  refresh ({name}): {refresh[name]['wall_s']:.1f}s, peak RSS {refresh[name]['peak_rss_mib']} MiB")
+        steps = step_seconds(builds["this"], since)
+        read = rows_read(data)
         refreshed = {p: r for p, r in read.items() if r.get("mode") == "incremental" and r.get("read")}
         catalog_rows_read = sum(r["read"] or 0 for r in refreshed.values())
-        after_files = release_files(tmp / "data", "flickr")
+        after_files = release_files(data, "flickr")
         new, total = new_chunk_bytes(before, after_files)
 
+        peak = max(full["this"]["peak_rss_mib"], refresh["this"]["peak_rss_mib"])
         report = {
-            "rows": args.rows,
+            "rows": rows,
             "flickr_rows": flickr_rows,
             "change_set": changes,
             "rows_changed": changed,
-            "full_build": full,
-            "refresh": refresh,
-            "refresh_vs_full": round(refresh["wall_s"] / full["wall_s"], 4),
+            "full_build": full["this"],
+            "refresh": refresh["this"],
+            "refresh_vs_full": round(refresh["this"]["wall_s"] / full["this"]["wall_s"], 4),
+            "peak_rss_mib_by_process": {
+                "full build CLI": full["this"]["peak_rss_mib"],
+                "refresh CLI": refresh["this"]["peak_rss_mib"],
+            },
             "refresh_by_provider": read,
-            "refresh_step_seconds": step_seconds(env, since),
+            "refresh_step_seconds": steps,
             "catalog_rows_read_by_refresh": catalog_rows_read,
             "rows_read_vs_changed": round(catalog_rows_read / changed, 3),
             "flickr_release_bytes_before": before_total,
@@ -295,32 +344,52 @@ def main() -> None:
             "flickr_new_chunk_bytes": new,
             "new_chunk_share": round(new / total, 4) if total else None,
             "targets": {
-                "refresh<=10%_of_full": refresh["wall_s"] <= 0.10 * full["wall_s"],
+                "refresh<=10%_of_full": refresh["this"]["wall_s"] <= 0.10 * full["this"]["wall_s"],
                 "new_chunks<=2%": bool(total) and new / total <= 0.02,
-                "peak_rss<=512MiB": max(full["peak_rss_mib"], refresh["peak_rss_mib"]) <= 512,
+                "peak_rss<=512MiB": peak <= 512,
             },
         }
+        if "baseline" in builds:
+            b_full, b_refresh = full["baseline"], refresh["baseline"]
+            report["baseline"] = {
+                "src": str(args.baseline_src),
+                "full_build": b_full,
+                "refresh": b_refresh,
+                "refresh_vs_full": round(b_refresh["wall_s"] / b_full["wall_s"], 4),
+                "full_wall_this_vs_baseline": round(full["this"]["wall_s"] / b_full["wall_s"], 4),
+                "refresh_wall_this_vs_baseline": round(refresh["this"]["wall_s"] / b_refresh["wall_s"], 4),
+                "outputs_identical": _same_outputs(tmp / "baseline" / "data", data),
+            }
         if args.verify:
             log("from-scratch build of the changed catalog ...")
-            env2 = env | {"OPENVERSE_DATA_DIR": str(tmp / "fresh"), "DAGSTER_HOME": str(tmp / "dagster2")}
+            env2 = builds["this"] | {"OPENVERSE_DATA_DIR": str(tmp / "fresh"), "DAGSTER_HOME": str(tmp / "dagster2")}
             (tmp / "dagster2").mkdir()
             report["scratch_build"] = run_cli(["build", "--media", "image"], env2, log_file)
             same = all(
-                tree_digest(tmp / "data" / s / "image" / p) == tree_digest(tmp / "fresh" / s / "image" / p)
+                tree_digest(data / s / "image" / p) == tree_digest(tmp / "fresh" / s / "image" / p)
                 for s in ("raw", "clean", "rejects")
                 for p in ("flickr", SMALL)
             )
             report["incremental_equals_scratch"] = same
-        out = HERE / "results" / f"refresh-{args.rows}.json"
+        out = HERE / "results" / f"refresh-{rows}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
         print()
-        print(f"rows {args.rows:,} (flickr {flickr_rows:,}); change set {changed:,} rows")
-        print(f"full build       {full['wall_s']:8.1f} s   peak RSS {full['peak_rss_mib']:5d} MiB")
-        print(
-            f"refresh          {refresh['wall_s']:8.1f} s   peak RSS {refresh['peak_rss_mib']:5d} MiB   "
-            f"= {report['refresh_vs_full']:.1%} of the full build"
-        )
+        print(f"rows {rows:,} (flickr {flickr_rows:,}); change set {changed:,} rows")
+        for name in builds:
+            tail = "" if name == "this" else f"   ({args.baseline_src})"
+            print(
+                f"{name:9s} full build {full[name]['wall_s']:8.1f} s, peak RSS {full[name]['peak_rss_mib']:5d} MiB;"
+                f"  refresh {refresh[name]['wall_s']:7.1f} s, peak RSS {refresh[name]['peak_rss_mib']:5d} MiB"
+                f"  = {refresh[name]['wall_s'] / full[name]['wall_s']:.1%} of its full build{tail}"
+            )
+        if "baseline" in builds:
+            b = report["baseline"]
+            print(
+                f"this / baseline wall: full build {b['full_wall_this_vs_baseline']:.3f}, refresh "
+                f"{b['refresh_wall_this_vs_baseline']:.3f}; outputs byte-identical: {b['outputs_identical']}"
+            )
+        print(f"peak RSS of any run process {peak} MiB (target <= 512)")
         print(f"rows read        {catalog_rows_read:,} for {changed:,} changed = {report['rows_read_vs_changed']:.2f}x")
         print(f"new chunk bytes  {new:,} of {total:,} flickr release bytes = {report['new_chunk_share']:.1%}")
         if args.verify:
@@ -328,7 +397,8 @@ def main() -> None:
         print(f"written to {out}")
     finally:
         if not args.keep:
-            synth.drop_database(ADMIN_URL, cat_name)
+            if not args.catalog_url:
+                synth.drop_database(ADMIN_URL, cat_name)
             synth.drop_database(ADMIN_URL, api_name)
             import shutil
 
