@@ -196,6 +196,8 @@ def test_spaces_in_urls_are_percent_encoded_and_counted(image_raw):
     assert r["creator_url"] == "https://example.org/a%20b?q=c%20d" and r["_fix_url_scheme_added"]
     r = one_bad_row(image_raw, url="  https://example.org/a.jpg\t")  # surrounding whitespace: trimmed
     assert r["_reject"] is None and r["url"] == "https://example.org/a.jpg" and not r["_fix_url_spaces_encoded"]
+    assert r["_fix_url_whitespace_trimmed"]  # changed, so counted
+    assert not one_bad_row(image_raw, url="https://example.org/a.jpg")["_fix_url_whitespace_trimmed"]
     assert one_bad_row(image_raw, url="https://exa mple.org/a.jpg")["_reject"] == "invalid_url"  # not a host
 
 

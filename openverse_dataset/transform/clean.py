@@ -238,8 +238,9 @@ URL_COLUMNS = ("foreign_landing_url", "url", "thumbnail", "creator_url")
 _CONTROL = r"[\x00-\x1f\x7f]"
 
 
-def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    """(repaired URL or null, scheme added, valid, holds control characters, spaces encoded) for one URL column.
+def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+    """(repaired URL or null, scheme added, valid, holds control characters, spaces encoded, whitespace trimmed)
+    for one URL column.
 
     Leading and trailing whitespace is trimmed first (as a browser does); validity is judged before spaces are
     encoded, so a space inside the host still makes the URL invalid.
@@ -258,7 +259,8 @@ def _url(col: str) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
     control = s.str.contains(_CONTROL)
     spaces = s.str.contains(" ", literal=True) & valid & ~control
     encoded = fixed.str.replace_all(" ", "%20", literal=True)
-    return encoded, s.is_not_null() & ~has_scheme, valid, control, spaces
+    trimmed = s.is_not_null() & (s != pl.col(col))  # a changed value is always counted, never silent
+    return encoded, s.is_not_null() & ~has_scheme, valid, control, spaces, trimmed
 
 
 def _where_key(col: str, key: str) -> pl.Expr:
@@ -457,6 +459,10 @@ RULES: tuple[Rule, ...] = (
          "spaces inside a URL percent-encoded as %20, the request a browser makes for it (all URL columns)",
          lambda ctx: pl.col("_url_spaces"), derives={c: (c,) for c in URL_COLUMNS},
          summary="spaces in URLs percent-encoded"),
+    Rule("url_whitespace_trimmed", "repair", 23,
+         "leading or trailing whitespace removed from a URL, as a browser does (all URL columns)",
+         lambda ctx: pl.col("_url_trimmed"), derives={c: (c,) for c in URL_COLUMNS},
+         summary="whitespace around URLs removed"),
     Rule("markup_stripped", "repair", 25,
          "HTML markup removed from title or creator, as the API serves them",
          lambda ctx: (pl.col("title") != pl.col("_raw_title")) | (pl.col("creator") != pl.col("_raw_creator")),
@@ -618,11 +624,12 @@ def clean_lazy(
         maintain_order="left",
     )
     exprs: list[pl.Expr] = []
-    scheme_flags, dropped_flags, space_flags = [], [], []
+    scheme_flags, dropped_flags, space_flags, trim_flags = [], [], [], []
     for col in URL_COLUMNS:
-        fixed, added, valid, control, spaces = _url(col)
+        fixed, added, valid, control, spaces, trimmed = _url(col)
         scheme_flags.append(added.fill_null(False))
         space_flags.append(spaces.fill_null(False))
+        trim_flags.append((trimmed & valid & ~control).fill_null(False))
         if col == "url":
             exprs += [
                 fixed.alias(col),
@@ -653,6 +660,7 @@ def clean_lazy(
         pl.any_horizontal(scheme_flags).alias("_url_added"),
         pl.any_horizontal(dropped_flags).alias("_url_dropped"),
         pl.any_horizontal(space_flags).alias("_url_spaces"),
+        pl.any_horizontal(trim_flags).alias("_url_trimmed"),
         pl.any_horizontal(int_flags).alias("_int_bad"),
         # Parsed only where the key can be: a JSON path on every row cost ~1 s per million rows.
         _mature_flag().alias("_mature_by_provider"),
