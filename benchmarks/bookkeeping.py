@@ -144,7 +144,7 @@ def bookkeeping(conn, layout: DataLayout, providers: list[str], target: LocalTar
     t0 = time.perf_counter()
     stats = compute_subsets(conn, layout, MEDIA, providers)
     t1 = time.perf_counter()
-    changelog, book = prepare_changes(conn, layout, MEDIA, stats.providers, target, IMAGE.repo_name)
+    changelog, book = prepare_changes(layout, MEDIA, stats.providers, target, IMAGE.repo_name)
     t2 = time.perf_counter()
     card = layout.card_file(MEDIA)
     card.parent.mkdir(parents=True, exist_ok=True)

@@ -180,7 +180,7 @@ def test_release_after_one_provider_changed_reads_only_that_provider(layout: Dat
         write_provider(layout, p, rows)
     write_takedowns(layout, [])
     providers = sorted(data)
-    first, book = prepare_changes(conn, layout, MEDIA, providers, target, "openverse-images")
+    first, book = prepare_changes(layout, MEDIA, providers, target, "openverse-images")
     assert not first.previous and first.totals()["added"] == 3540 and sorted(book.built) == providers
     prev_full = scratch_index(conn, layout, providers)
     rf = ReleaseFiles(layout, MEDIA)
@@ -204,7 +204,7 @@ def test_release_after_one_provider_changed_reads_only_that_provider(layout: Dat
         for f in [*layout.clean_dir(MEDIA, p).rglob("part-*.parquet"), *layout.rejects_dir(MEDIA, p).glob("*.parquet")]:
             recorded[str(f)] = sha256_file(f)
             corrupt_keeping_stat(f)
-    changelog, book = prepare_changes(conn, layout, MEDIA, providers, target, "openverse-images")
+    changelog, book = prepare_changes(layout, MEDIA, providers, target, "openverse-images")
     assert book.built == ["spacex"] and book.reused == untouched_shards and book.diffed == ["spacex"]
     assert book.shards_rehashed == 0
     got = pq.read_table(rf.removals)
@@ -230,7 +230,7 @@ def test_incremental_diff_equals_from_scratch_over_random_changes(layout: DataLa
     for p in providers:
         write_provider(layout, p, list(state[p].values()))
     write_takedowns(layout, takedowns)
-    prepare_changes(conn, layout, MEDIA, providers, target, "r")
+    prepare_changes(layout, MEDIA, providers, target, "r")
     prev_full = scratch_index(conn, layout, providers)
     ReleaseFiles(layout, MEDIA).promote(target)
     for round_ in range(4):
@@ -259,7 +259,7 @@ def test_incremental_diff_equals_from_scratch_over_random_changes(layout: DataLa
         write_takedowns(layout, takedowns)
         cur_full = scratch_index(conn, layout, providers)
         want_removals, want_by_provider = scratch_diff(conn, layout, prev_full, cur_full, providers)
-        changelog, book = prepare_changes(conn, layout, MEDIA, providers, target, "r")
+        changelog, book = prepare_changes(layout, MEDIA, providers, target, "r")
         assert book.built == sorted(rewritten) and book.diffed == sorted(rewritten), f"round {round_}"
         assert pq.read_table(ReleaseFiles(layout, MEDIA).removals).equals(want_removals), f"round {round_}"
         assert changelog.by_provider == want_by_provider, f"round {round_}"
@@ -275,7 +275,7 @@ def test_local_target_without_index_is_indexed_from_its_own_files(layout: DataLa
     rows = [row("p", i) for i in ids(50, 9)]
     write_provider(layout, "p", rows)
     write_takedowns(layout, [])
-    prepare_changes(conn, layout, MEDIA, ["p"], target, "repo")
+    prepare_changes(layout, MEDIA, ["p"], target, "repo")
     stats = compute_subsets(conn, layout, MEDIA, ["p"])
     card = layout.card_file(MEDIA)
     card.parent.mkdir(parents=True)
@@ -283,7 +283,7 @@ def test_local_target_without_index_is_indexed_from_its_own_files(layout: DataLa
     target.publish(release_files(layout, stats, card, ReleaseFiles(layout, MEDIA).removals), "repo", tag="t")
     # no promote: the index of what the target holds is unknown, so it is read from the target's own files
     write_provider(layout, "p", rows[1:])
-    changelog, _ = prepare_changes(conn, layout, MEDIA, ["p"], target, "repo")
+    changelog, _ = prepare_changes(layout, MEDIA, ["p"], target, "repo")
     assert changelog.previous and changelog.by_provider == {"p": {"added": 0, "removed": 1, "changed": 0}}
 
 
@@ -395,7 +395,7 @@ def test_a_changed_provider_reindexes_only_its_changed_shards(layout: DataLayout
     write_provider(layout, "p", rows)
     write_takedowns(layout, [])
     before = compute_subsets(conn, layout, MEDIA, ["p"])
-    prepare_changes(conn, layout, MEDIA, ["p"], target, "r")
+    prepare_changes(layout, MEDIA, ["p"], target, "r")
     ReleaseFiles(layout, MEDIA).promote(target)
     edited = [{**r, "title": "edited"} if r["license"] == "by" and k < 30 else r for k, r in enumerate(rows)]
     write_provider(layout, "p", edited)  # the by/ shard changes; cc0/ and by-sa/ come out byte-identical
@@ -404,7 +404,7 @@ def test_a_changed_provider_reindexes_only_its_changed_shards(layout: DataLayout
             corrupt_keeping_stat(f)
     after = compute_subsets(conn, layout, MEDIA, ["p"])  # counts too come from the unchanged shards' cache
     assert after.by_license_provider == before.by_license_provider and after.rows == 300
-    changelog, book = prepare_changes(conn, layout, MEDIA, ["p"], target, "r")
+    changelog, book = prepare_changes(layout, MEDIA, ["p"], target, "r")
     assert book.segments_built == 1 and book.reused == 2
     assert changelog.by_provider == {"p": {"added": 0, "removed": 0, "changed": 10}}
 
@@ -422,7 +422,7 @@ def test_an_index_from_before_segments_is_migrated_once(layout: DataLayout, conn
     write_provider(layout, "p", [{**r, "license": "cc0"} if k < 4 else r for k, r in enumerate(rows[1:80])])
     cur_full = scratch_index(conn, layout, ["p", "q"])
     want_removals, want_by_provider = scratch_diff(conn, layout, prev_full, cur_full, ["p", "q"])
-    changelog, _ = prepare_changes(conn, layout, MEDIA, ["p", "q"], target, "r")
+    changelog, _ = prepare_changes(layout, MEDIA, ["p", "q"], target, "r")
     assert pq.read_table(ReleaseFiles(layout, MEDIA).removals).equals(want_removals)
     assert set(want_removals["reason"].to_pylist()) == {"deleted", "relicensed"}
     # removals are exact; changed rows cannot be compared across hash formats, and the changelog says so
@@ -430,3 +430,22 @@ def test_an_index_from_before_segments_is_migrated_once(layout: DataLayout, conn
         p: c["removed"] for p, c in want_by_provider.items()
     }
     assert "not counted" in changelog.note
+
+
+def test_bookkeeping_connection_spills_inside_the_data_dir_and_cleans_up(tmp_path: Path, monkeypatch):
+    """Held to a few MB, a join bigger than that spills into the data dir's staging, never into `./.tmp`."""
+    from openverse_dataset.release.changes import bookkeeping_connection
+
+    layout = DataLayout(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    with bookkeeping_connection(layout, limit="64MB") as c:
+        assert c.sql("select current_setting('memory_limit')").fetchall()[0][0] == "61.0 MiB"
+        spill = Path(c.sql("select current_setting('temp_directory')").fetchall()[0][0])
+        assert layout.staging_area() in spill.parents
+        c.execute(
+            "create table a as select (i * 7919 % 4000037)::varchar || repeat('x', 40) k from range(3000000) t(i)"
+        )
+        assert c.sql("select count(*) from a x join a y using (k)").fetchall()[0][0] == 3_000_000
+        assert any(spill.iterdir())  # it did spill (140 MB of table and join under a 64 MB limit), and there
+    assert not spill.exists()
+    assert not (tmp_path / ".tmp").exists()

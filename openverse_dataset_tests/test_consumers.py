@@ -422,3 +422,25 @@ def esc_text(value: str) -> str:
     from openverse_dataset.release.card import esc
 
     return esc(value)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 64, 65, 300])
+def test_facts_head_reads_the_same_rows_as_a_sliced_row_group(tmp_path: Path, n: int):
+    """The sample reads the first n rows of a group page by page: exactly the rows a whole-group read sliced."""
+    from openverse_dataset.release.facts import _head
+
+    rows = 200
+    table = pa.table(
+        {
+            "identifier": [f"{i:04d}" for i in range(rows)],
+            "title": [None if i % 13 == 0 else "t" * (i % 50) for i in range(rows)],
+            "tags": [[{"name": f"x{i}"}] if i % 3 else None for i in range(rows)],
+        }
+    )
+    path = tmp_path / "f.parquet"
+    pq.write_table(table, path, row_group_size=64, data_page_size=512)  # several pages per group
+    pf = pq.ParquetFile(path)
+    for group in range(pf.num_row_groups):
+        assert _head(pf, group, n).equals(pf.read_row_group(group).slice(0, n))
+        cols = ["title", "identifier"]
+        assert _head(pf, group, n, cols).equals(pf.read_row_group(group, columns=cols).slice(0, n))

@@ -47,9 +47,9 @@ from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.layout import DataLayout, crash_point, release_staging, replace_dir
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import (
-    DEFAULT_ROW_GROUP_ROWS,
     DEFAULT_SHARD_BYTES,
     ORDER_KEY,
+    RAW_ROW_GROUP_ROWS,
     ShardInfo,
     ShardWriter,
 )
@@ -463,7 +463,7 @@ def extract_partition(
     ranges: int | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
-    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    row_group_rows: int = RAW_ROW_GROUP_ROWS,
     progress: Progress | None = None,
     fail_after_rows: int | None = None,
     unit: str | None = None,

@@ -55,9 +55,9 @@ from openverse_dataset.catalog.watermarks import (
 from openverse_dataset.layout import DataLayout, release_staging, replace_dir, replace_dirs
 from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import (
-    DEFAULT_ROW_GROUP_ROWS,
     DEFAULT_SHARD_BYTES,
     ORDER_KEY,
+    RAW_ROW_GROUP_ROWS,
     ShardWriter,
     merge_sorted,
 )
@@ -341,7 +341,7 @@ def refresh_raw(
     current: tuple[datetime | None, datetime | None] | None = None,
     now: datetime | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
-    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    row_group_rows: int = RAW_ROW_GROUP_ROWS,
     unit: str | None = None,
     id_range: IdRange | None = None,
     **extract_kw,

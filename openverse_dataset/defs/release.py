@@ -165,14 +165,10 @@ def card_asset(media: MediaType) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         data_dir: DataDirResource,
         publish_target: PublishTargetResource,
-        duckdb: DuckDBResource,
     ) -> dg.MaterializeResult:
         stats = load_stats(data_dir, media)
         target = publish_target.get()
-        with duckdb.get_connection() as conn:
-            changelog, book = prepare_changes(
-                conn, data_dir.layout, media.name, stats.providers, target, media.repo_name
-            )
+        changelog, book = prepare_changes(data_dir.layout, media.name, stats.providers, target, media.repo_name)
         context.log.info(
             f"release index: {len(book.built)} provider segments built ({', '.join(book.built) or 'none'}), "
             f"{book.reused} reused; diffed {len(book.diffed)} changed providers; {book.shards_rehashed} shards hashed"

@@ -154,8 +154,24 @@ def _file_sample(pf: pq.ParquetFile, k: int, columns: list[str]) -> pa.Table:
     g = max(1, min(groups, GROUPS_PER_FILE, k))
     picks = sorted({(i * groups) // g for i in range(g)})
     per = allocate([pf.metadata.row_group(i).num_rows for i in picks], k)
-    parts = [pf.read_row_group(i, columns=columns).slice(0, n) for i, n in zip(picks, per, strict=True) if n]
+    parts = [_head(pf, i, n, columns) for i, n in zip(picks, per, strict=True) if n]
     return pa.concat_tables(parts) if parts else pf.schema_arrow.empty_table().select(columns)
+
+
+def _head(pf: pq.ParquetFile, group: int, n: int, columns: list[str] | None = None) -> pa.Table:
+    """The first `n` rows of one row group, decoding only the pages that hold them.
+
+    Reading the whole group and slicing gave the same rows but decoded every page of it: at 2M catalog rows the
+    sample's four text columns of 4 groups x 80 files took the card step's process 450 MiB up (its peak)."""
+    schema = pf.schema_arrow if columns is None else pa.schema([pf.schema_arrow.field(c) for c in columns])
+    if n <= 0:
+        return schema.empty_table()
+    batches = pf.iter_batches(batch_size=n, row_groups=[group], columns=columns, use_threads=False)
+    try:
+        first = next(batches, None)
+    finally:
+        batches.close()
+    return pa.Table.from_batches([first]) if first is not None else schema.empty_table()
 
 
 def sample(files: list[DataFile], budget: int = SAMPLE_ROWS, columns: list[str] | None = None) -> pa.Table:
@@ -231,7 +247,7 @@ def pick_example(files: list[DataFile]) -> dict:
         pf = pq.ParquetFile(f.source)
         if pf.metadata.num_rows == 0:
             continue
-        head = pf.read_row_group(0).slice(0, 200).to_pylist()
+        head = _head(pf, 0, 200).to_pylist()
         row = next((r for r in head if _has_text(r.get("title")) and _has_text(r.get("creator"))), head[0])
         return {k: _json_ready(v) for k, v in row.items()}
     return {}

@@ -66,6 +66,10 @@ from openverse_dataset.transform.optout import NO_OPT_OUTS, OptOuts
 BATCH_ROWS = 15_000
 CLEAN_ROW_GROUP_ROWS = 20_000
 WRITE_THREADS = 2
+# Rows of the previous clean output read per step of an incremental merge. Two license folders merge at once,
+# each holding a base batch, its merged copy and the writer's row group: 10k instead of 20k took the merge's
+# peak from 526 to 475 MiB (2M-row catalog, outside Dagster) for ~0.5 s more over Flickr's 1.4M rows.
+MERGE_BATCH_ROWS = 10_000
 # polars' oldest Arrow types (`string`, not string views), then cast to `large_types`: one string type everywhere.
 ARROW_COMPAT = pl.CompatLevel.oldest()
 TAKEDOWN_SCHEMA = {"identifier": pl.String, "reason": pl.String}
@@ -646,7 +650,7 @@ def _clean_changes(
         writers_by_folder = {f: new_writer(f) for f in folders}
 
         def merge_folder(folder: str) -> list[ShardInfo]:
-            base = _file_batches(sorted((clean_dir / folder).glob("part-*.parquet")), cpass.schema, 20_000)
+            base = _file_batches(sorted((clean_dir / folder).glob("part-*.parquet")), cpass.schema, MERGE_BATCH_ROWS)
             delta = deltas.get(folder, cpass.schema.empty_table())
             writer = writers_by_folder[folder]
             for table in merge_sorted(base, delta, ORDER_KEY, affected):
