@@ -51,7 +51,13 @@ INDEX_FORMAT = "i2"  # part of every segment's version: bump when the segment sc
 # DuckDB does not promise it stable across releases, so the version is part of the format: segments of
 # different formats are never compared row hash to row hash (see `diff_indexes`).
 ROW_HASH = f"duckdb-{duckdb.__version__}"
-DUCKDB_MEMORY = "64MB"  # the card step's bookkeeping queries (see `bookkeeping_connection`)
+# DuckDB's memory for the card step's bookkeeping (see `bookkeeping_connection`). Indexing a shard hashes whole
+# rows (every column decoded, per thread) before its sort can spill: 64 MB ran out on Flickr's shards of an
+# 8M-row catalog, so indexing gets 256 MB (+156 MiB at 2M against +184 unbounded); the diff joins four narrow
+# columns and spills well at 64 MB (+102 MiB against +313).
+INDEX_MEMORY = "256MB"
+SEGMENT_BATCH_ROWS = 100_000  # rows a segment is streamed in (and its row groups)
+DIFF_MEMORY = "64MB"
 LEGACY_ROW_HASH = "md5"  # md5(row::varchar): indexes written before per-shard segments
 INDEX_SCHEMA = pa.schema(
     [("identifier", pa.string()), ("provider", pa.string()), ("license", pa.string()), ("row_hash", pa.string())]
@@ -261,25 +267,33 @@ def _write(table: pa.Table, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def index_rows(conn: duckdb.DuckDBPyConnection, paths: list[Path]) -> pa.Table:
-    """(identifier, provider, license, row hash) of every row in `paths`, sorted by identifier."""
-    if not paths:
-        return INDEX_SCHEMA.empty_table()
-    return (
-        conn.sql(
-            "select identifier, provider, license, hash(t)::varchar as row_hash "
-            f"from read_parquet({_list(paths)}) t order by identifier"
-        )
-        .to_arrow_table()
-        .cast(INDEX_SCHEMA)
-    )
-
-
 def write_segment(conn: duckdb.DuckDBPyConnection, paths: list[Path], dest: Path) -> int:
-    """Index `paths` into one segment file (atomically); returns its rows."""
-    table = index_rows(conn, paths)
-    _write(table, dest)
-    return table.num_rows
+    """Index `paths` into one segment file (atomically); returns its rows.
+
+    Streamed from DuckDB batch by batch: a query's materialized result cannot spill, and a shard of a big
+    provider indexes to ~100 bytes a row (a 1M-row shard's result alone would be most of the memory limit)."""
+    if not paths:
+        _write(INDEX_SCHEMA.empty_table(), dest)
+        return 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    reader = conn.sql(
+        "select identifier, provider, license, hash(t)::varchar as row_hash "
+        f"from read_parquet({_list(paths)}) t order by identifier"
+    ).fetch_record_batch(SEGMENT_BATCH_ROWS)
+    rows, pending = 0, INDEX_SCHEMA.empty_table()
+    with pq.ParquetWriter(tmp, INDEX_SCHEMA, **writer_options(INDEX_SCHEMA)) as writer:
+        # Row groups of exactly SEGMENT_BATCH_ROWS whatever batch sizes DuckDB hands out: the same file each time.
+        for batch in reader:
+            pending = pa.concat_tables([pending, pa.Table.from_batches([batch]).cast(INDEX_SCHEMA)])
+            while pending.num_rows >= SEGMENT_BATCH_ROWS:
+                writer.write_table(pending.slice(0, SEGMENT_BATCH_ROWS).combine_chunks())
+                pending = pending.slice(SEGMENT_BATCH_ROWS)
+            rows += batch.num_rows
+        if pending.num_rows or not rows:
+            writer.write_table(pending.combine_chunks())
+    os.replace(tmp, dest)
+    return rows
 
 
 def build_index(
@@ -493,7 +507,7 @@ def diff_indexes(
 
 
 @contextmanager
-def bookkeeping_connection(layout: DataLayout, limit: str = DUCKDB_MEMORY) -> Iterator[duckdb.DuckDBPyConnection]:
+def bookkeeping_connection(layout: DataLayout, limit: str = DIFF_MEMORY) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection of its own for the release bookkeeping: held to `limit`, spilling inside the data dir.
 
     DuckDB's default (80% of RAM) let the diff of Flickr's 1.4M index rows take the card step's process
@@ -524,11 +538,12 @@ def prepare_changes(
     t0 = time.perf_counter()
     data = provider_data(layout, media, providers)
     t1 = time.perf_counter()
-    with bookkeeping_connection(layout) as conn:
+    with bookkeeping_connection(layout, INDEX_MEMORY) as conn:
         current = build_index(conn, rf, data, book)
         write_next_index(rf, current)
         t2 = time.perf_counter()
         previous = previous_index(conn, rf, target, repo_name)
+        conn.execute(f"SET memory_limit = '{DIFF_MEMORY}'")
         changelog = diff_indexes(conn, rf, previous, current, layout.takedowns_file(media), book)
     rf.changelog.write_text(changelog.to_json())
     t3 = time.perf_counter()
