@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from openverse_dataset.layout import DataLayout
+from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.parquet import writer_options
 from openverse_dataset.publish.targets import Target
 from openverse_dataset.shards import REJECTS_GLOB, ShardRecords, shard_records
@@ -521,7 +520,7 @@ def bookkeeping_connection(layout: DataLayout, limit: str = DIFF_MEMORY) -> Iter
         yield conn
     finally:
         conn.close()
-        shutil.rmtree(spill, ignore_errors=True)
+        release_staging(spill)  # the folder and its owner lock
 
 
 def prepare_changes(
