@@ -432,13 +432,10 @@ def test_an_index_from_before_segments_is_migrated_once(layout: DataLayout, conn
     assert "not counted" in changelog.note
 
 
-def test_bookkeeping_connection_spills_inside_the_data_dir_and_cleans_up(tmp_path: Path, monkeypatch):
-    """Held to a few MB, a join bigger than that spills into the data dir's staging, never into `./.tmp`."""
-    from openverse_dataset.release.changes import bookkeeping_connection
-
-    layout = DataLayout(tmp_path / "data")
-    monkeypatch.chdir(tmp_path)
-    with bookkeeping_connection(layout, limit="64MB") as c:
+def _spills_in_staging(connect, layout: DataLayout, tmp_path: Path) -> None:
+    """Held to 64 MB, a join bigger than that spills into the data dir's staging, never into `./.tmp`, and the
+    spill folder is gone once the connection closes."""
+    with connect() as c:
         assert c.sql("select current_setting('memory_limit')").fetchall()[0][0] == "61.0 MiB"
         spill = Path(c.sql("select current_setting('temp_directory')").fetchall()[0][0])
         assert layout.staging_area() in spill.parents
@@ -449,3 +446,22 @@ def test_bookkeeping_connection_spills_inside_the_data_dir_and_cleans_up(tmp_pat
         assert any(spill.iterdir())  # it did spill (140 MB of table and join under a 64 MB limit), and there
     assert not spill.exists()
     assert not (tmp_path / ".tmp").exists()
+
+
+def test_bookkeeping_connection_spills_inside_the_data_dir_and_cleans_up(tmp_path: Path, monkeypatch):
+    from openverse_dataset.release.changes import bookkeeping_connection
+
+    layout = DataLayout(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    _spills_in_staging(lambda: bookkeeping_connection(layout, limit="64MB"), layout, tmp_path)
+
+
+def test_duckdb_resource_of_subsets_and_checks_spills_inside_the_data_dir(tmp_path: Path, monkeypatch):
+    """The resource the subsets step and the release checks use: bounded (256 MB), spilling in the data dir."""
+    from openverse_dataset.defs.resources import build_resources
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENVERSE_DATA_DIR", str(tmp_path / "data"))
+    assert build_resources()["duckdb"].memory_limit == "256MB"
+    resource = build_resources()["duckdb"].model_copy(update={"memory_limit": "64MB"})
+    _spills_in_staging(resource.get_connection, DataLayout(tmp_path / "data"), tmp_path)

@@ -7,14 +7,17 @@ value.
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from openverse_dataset.catalog.connect import redact
 from openverse_dataset.catalog.seed import seed_catalog
-from openverse_dataset.layout import DataLayout
+from openverse_dataset.layout import DataLayout, release_staging
 from openverse_dataset.publish.targets import Target, resolve_target
 
 DEFAULT_DATA_DIR = ".openverse"
@@ -79,6 +82,28 @@ class CatalogResource(dg.ConfigurableResource):
         return redact(self.catalog_url())
 
 
+class DataDirDuckDB(DuckDBResource):
+    """DuckDB for the subsets and the release checks: held to `memory_limit`, spilling inside the data dir.
+
+    An in-memory DuckDB may take 80% of RAM and spills into `./.tmp` (the working directory, outside the data
+    dir); each connection here gets its own spill folder in the data dir's staging area, removed after.
+    """
+
+    data_dir: str = DEFAULT_DATA_DIR
+    memory_limit: str = "256MB"
+
+    @contextmanager
+    def get_connection(self) -> Iterator:
+        spill = DataLayout(Path(self.data_dir)).staging_dir("duckdb-spill")
+        config = {"memory_limit": self.memory_limit, "temp_directory": str(spill), **self.connection_config}
+        conn = duckdb.connect(database=self.database, config=config)
+        try:
+            yield conn
+        finally:
+            conn.close()
+            release_staging(spill)  # the folder and its owner lock
+
+
 class PublishTargetResource(dg.ConfigurableResource):
     """Where releases go: `local:DIR` (a folder per dataset repository, laid out as on the Hub) or `hf:NAMESPACE`."""
 
@@ -104,7 +129,7 @@ def build_resources() -> dict:
             url=_env("OPENVERSE_CATALOG_URL"), api_url=_env("OPENVERSE_API_DB_URL"), data_dir=data_dir
         ),
         "publish_target": PublishTargetResource(target=os.environ.get("OPENVERSE_PUBLISH_TARGET"), data_dir=data_dir),
-        "duckdb": DuckDBResource(database=":memory:"),
+        "duckdb": DataDirDuckDB(database=":memory:", data_dir=data_dir),
     }
 
 
