@@ -221,7 +221,12 @@ def test_release_after_one_provider_changed_reads_only_that_provider(layout: Dat
     assert all(tree[src] == sha for src, sha in recorded.items() if "/clean/" in src)
 
 
-def test_incremental_diff_equals_from_scratch_over_random_changes(layout: DataLayout, conn, tmp_path: Path):
+@pytest.mark.parametrize("range_rows", [1_000_000, 7], ids=["one-range", "many-ranges"])
+def test_incremental_diff_equals_from_scratch_over_random_changes(
+    layout: DataLayout, conn, tmp_path: Path, monkeypatch, range_rows: int
+):
+    """Also with the diff split into many identifier ranges (as a big provider's is): the same removals."""
+    monkeypatch.setattr("openverse_dataset.release.changes.DIFF_RANGE_ROWS", range_rows)
     rnd = random.Random(7)
     target = LocalTarget(str(tmp_path / "hub"))
     providers = ["a", "b", "c", "d"]
@@ -430,6 +435,23 @@ def test_an_index_from_before_segments_is_migrated_once(layout: DataLayout, conn
         p: c["removed"] for p, c in want_by_provider.items()
     }
     assert "not counted" in changelog.note
+
+
+def test_identifier_ranges_cover_every_string_once():
+    from openverse_dataset.release.changes import identifier_ranges
+
+    assert identifier_ranges(10) == [(None, None)]
+    ranges = identifier_ranges(5_600_000, 250_000)
+    assert len(ranges) == 23
+    rnd = random.Random(3)
+    probes = ["", "0", "0000", "ffff", "fffff", "Z", "~", "a-1"] + [
+        str(uuid.UUID(int=rnd.getrandbits(128))) for _ in range(500)
+    ]
+    for s in probes:
+        hits = [(lo, hi) for lo, hi in ranges if (lo is None or s >= lo) and (hi is None or s < hi)]
+        assert len(hits) == 1, s
+    sizes = [sum(1 for s in probes[8:] if (lo is None or s >= lo) and (hi is None or s < hi)) for lo, hi in ranges]
+    assert max(sizes) < 3 * 500 / 23  # even over uuids
 
 
 def _spills_in_staging(connect, layout: DataLayout, tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ ROW_HASH = f"duckdb-{duckdb.__version__}"
 INDEX_MEMORY = "256MB"
 SEGMENT_BATCH_ROWS = 100_000  # rows a segment is streamed in (and its row groups)
 DIFF_MEMORY = "64MB"
+# The diff joins one identifier range at a time, each about this many rows a side: one full outer join of
+# Flickr's 5.6M index rows (8M-row catalog) ran out of the 64 MB; a 250k-row range's hash table fits in it with
+# room to spare, and since segments are sorted by identifier each range reads only its own row groups.
+DIFF_RANGE_ROWS = 250_000
 LEGACY_ROW_HASH = "md5"  # md5(row::varchar): indexes written before per-shard segments
 INDEX_SCHEMA = pa.schema(
     [("identifier", pa.string()), ("provider", pa.string()), ("license", pa.string()), ("row_hash", pa.string())]
@@ -404,6 +408,17 @@ def _view(conn: duckdb.DuckDBPyConnection, name: str, paths: list[Path]) -> None
         )
 
 
+def identifier_ranges(rows: int, per_range: int | None = None) -> list[tuple[str | None, str | None]]:
+    """Half-open identifier ranges [lo, hi) covering every string, about `per_range` rows each for `rows` uuids.
+
+    Bounds are 4-hex-digit prefixes spread evenly over uuid space (identifiers are random uuids, so ranges are
+    even); the first range has no lower bound and the last no upper one, so any identifier falls in exactly one.
+    """
+    k = min(65_536, max(1, -(-rows // (per_range or DIFF_RANGE_ROWS))))
+    bounds = [f"{(i * 65_536) // k:04x}" for i in range(1, k)]
+    return list(zip([None, *bounds], [*bounds, None], strict=True))
+
+
 def diff_indexes(
     conn: duckdb.DuckDBPyConnection,
     rf: ReleaseFiles,
@@ -444,18 +459,26 @@ def diff_indexes(
     # One pass over both sides: a full outer join keeps only the rows that differ (added, removed, rehashed or
     # relicensed), a table the size of the change; every count and the removals come from it. Three separate
     # joins (one per count) took 3x the time and held up to three hash tables of the provider's identifiers.
-    conn.execute(
-        """
-        create or replace temp table delta as
-        select coalesce(p.identifier, c.identifier) as identifier, p.identifier is not null as in_prev,
-               c.identifier is not null as in_cur, p.provider as p_provider, p.license as p_license,
-               c.provider as c_provider, c.license as c_license, p.row_hash <> c.row_hash as rehashed
-        from prev p full outer join cur c on p.identifier = c.identifier
-        where p.identifier is null or c.identifier is null or p.license <> c.license
-           or (p.row_hash <> c.row_hash and $comparable)
-        """,
-        {"comparable": comparable},
-    )
+    # Memory is bounded by joining one identifier range at a time (`identifier_ranges`).
+    sides = max(sum(s.rows for s in gone_segments), sum(s.rows for s in new_segments))
+    for i, (lo, hi) in enumerate(identifier_ranges(sides)):
+        in_range = " and ".join(
+            [f"identifier >= '{lo}'"] * (lo is not None) + [f"identifier < '{hi}'"] * (hi is not None)
+        )
+        where = f"where {in_range}" if in_range else ""
+        conn.execute(
+            f"""
+            {"create or replace temp table delta as" if i == 0 else "insert into delta"}
+            select coalesce(p.identifier, c.identifier) as identifier, p.identifier is not null as in_prev,
+                   c.identifier is not null as in_cur, p.provider as p_provider, p.license as p_license,
+                   c.provider as c_provider, c.license as c_license, p.row_hash <> c.row_hash as rehashed
+            from (select * from prev {where}) p full outer join (select * from cur {where}) c
+              on p.identifier = c.identifier
+            where p.identifier is null or c.identifier is null or p.license <> c.license
+               or (p.row_hash <> c.row_hash and $comparable)
+            """,
+            {"comparable": comparable},
+        )
     gone = "select identifier, p_provider as provider, p_license as license from delta where not in_cur"
     if reason_files:
         conn.execute(
