@@ -12,13 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 from dagster_duckdb import DuckDBResource
 
 from openverse_dataset.catalog.connect import redact
 from openverse_dataset.catalog.seed import seed_catalog
-from openverse_dataset.layout import DataLayout, release_staging
+from openverse_dataset.layout import DataLayout
 from openverse_dataset.publish.targets import Target, resolve_target
+from openverse_dataset.release.changes import bookkeeping_connection
 
 DEFAULT_DATA_DIR = ".openverse"
 
@@ -94,14 +94,9 @@ class DataDirDuckDB(DuckDBResource):
 
     @contextmanager
     def get_connection(self) -> Iterator:
-        spill = DataLayout(Path(self.data_dir)).staging_dir("duckdb-spill")
-        config = {"memory_limit": self.memory_limit, "temp_directory": str(spill), **self.connection_config}
-        conn = duckdb.connect(database=self.database, config=config)
-        try:
-            yield conn
-        finally:
-            conn.close()
-            release_staging(spill)  # the folder and its owner lock
+        # an in-memory database only (`database` stays ":memory:"): the same bounded connection as the bookkeeping
+        with bookkeeping_connection(DataLayout(Path(self.data_dir)), self.memory_limit, self.connection_config) as c:
+            yield c
 
 
 class PublishTargetResource(dg.ConfigurableResource):

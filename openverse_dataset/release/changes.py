@@ -529,7 +529,9 @@ def diff_indexes(
 
 
 @contextmanager
-def bookkeeping_connection(layout: DataLayout, limit: str = DIFF_MEMORY) -> Iterator[duckdb.DuckDBPyConnection]:
+def bookkeeping_connection(
+    layout: DataLayout, limit: str = DIFF_MEMORY, config: dict | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection of its own for the release bookkeeping: held to `limit`, spilling inside the data dir.
 
     DuckDB's default (80% of RAM) let the diff of Flickr's 1.4M index rows take the card step's process
@@ -538,7 +540,7 @@ def bookkeeping_connection(layout: DataLayout, limit: str = DIFF_MEMORY) -> Iter
     provider. An in-memory database spills into `./.tmp` by default: here into a staging folder, removed after.
     """
     spill = layout.staging_dir("duckdb-spill")
-    conn = duckdb.connect(config={"memory_limit": limit, "temp_directory": str(spill)})
+    conn = duckdb.connect(config={"memory_limit": limit, "temp_directory": str(spill), **(config or {})})
     try:
         yield conn
     finally:

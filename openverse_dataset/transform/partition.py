@@ -483,22 +483,24 @@ def _ids(files: list[Path], columns: list[str]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in columns})
 
 
-def _ids_among(files: list[Path], values: pl.Series) -> pl.Series:
-    """The identifiers of these files that are in `values`, read one row group's column at a time.
+def _identifier_groups(files: list[Path]) -> Iterator[tuple[pq.ParquetFile, int, pa.ChunkedArray]]:
+    """(file, row group, its identifier column) for every row group: lookups by identifier read one group's
+    column at a time, never the partition's identifiers (~45 bytes each, ~250 MB at 5.6M rows)."""
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for g in range(pf.num_row_groups):
+            yield pf, g, pf.read_row_group(g, columns=["identifier"])["identifier"]
 
-    Memory is one row group plus the hits, not the partition's identifiers (5.6M of them held ~250 MiB through
-    a whole incremental clean merge).
-    """
+
+def _ids_among(files: list[Path], values: pl.Series) -> pl.Series:
+    """The identifiers of these files that are in `values` (a takedown list: small), a row group at a time."""
     hits: list[pa.Array] = []
     if len(values):
-        wanted = values.to_arrow().cast(pa.string())
-        for f in files:
-            pf = pq.ParquetFile(f)
-            for g in range(pf.num_row_groups):
-                col = pf.read_row_group(g, columns=["identifier"])["identifier"]
-                mask = pc.is_in(col, value_set=wanted.cast(col.type) if col.type != pa.string() else wanted)
-                if pc.any(mask).as_py():
-                    hits.append(col.filter(mask).cast(pa.string()).combine_chunks())
+        wanted = values.to_arrow()
+        for _, _, col in _identifier_groups(files):
+            mask = pc.is_in(col, value_set=wanted.cast(col.type))
+            if pc.any(mask).as_py():
+                hits.append(col.filter(mask).cast(pa.string()).combine_chunks())
     return pl.Series("identifier", pa.concat_arrays(hits) if hits else pa.array([], pa.string()), pl.String)
 
 
@@ -517,12 +519,10 @@ def _rows_by_id(files: list[Path], ids: pa.Array, schema: pa.Schema) -> pa.Table
     """Raw rows with these identifiers: reads the identifier column of each row group, then only the groups hit."""
     out = []
     if len(ids):
-        for f in files:
-            pf = pq.ParquetFile(f)
-            for g in range(pf.num_row_groups):
-                mask = pc.is_in(pf.read_row_group(g, columns=["identifier"])["identifier"], value_set=ids)
-                if pc.any(mask).as_py():
-                    out.append(pf.read_row_group(g).filter(mask).cast(schema))
+        for pf, g, col in _identifier_groups(files):
+            mask = pc.is_in(col, value_set=ids)
+            if pc.any(mask).as_py():
+                out.append(pf.read_row_group(g).filter(mask).cast(schema))
     return pa.concat_tables(out) if out else schema.empty_table()
 
 
