@@ -58,14 +58,24 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+def _host_cpu() -> dict[str, float]:
+    """The machine's CPU seconds so far (all cores) from /proc/stat: busy, iowait and steal."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, iowait, irq, softirq, steal = (int(v) / os.sysconf("SC_CLK_TCK") for v in fields[:8])
+    return {"busy": user + nice + system + irq + softirq, "iowait": iowait, "steal": steal}
+
+
 def run_cli(args: list[str], env: dict, log: Path) -> dict:
     """One CLI process: wall seconds, its own peak RSS (wait4's ru_maxrss) and RSS samples every 0.1 s.
 
     The samples (epoch seconds, MiB) are matched to Dagster's step times afterwards: which step holds the peak.
+    `host` says what else the machine did meanwhile (CPU seconds of other processes, i.e. mostly PostgreSQL;
+    iowait; steal by the hypervisor): a wall time is only comparable with another taken on an equally quiet host.
     """
     import threading
 
     t = time.perf_counter()
+    cpu0 = _host_cpu()
     samples: list[tuple[float, float]] = []
     with open(log, "a") as out:
         proc = subprocess.Popen([sys.executable, "-m", "openverse_dataset.cli", *args], env=env, stdout=out, stderr=out)
@@ -81,6 +91,8 @@ def run_cli(args: list[str], env: dict, log: Path) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
         done.set()
         sampler.join()
+    cpu1 = _host_cpu()
+    own = usage.ru_utime + usage.ru_stime
     code = os.waitstatus_to_exitcode(status)
     if code:
         tail = "\n".join(log.read_text().splitlines()[-40:])
@@ -88,8 +100,22 @@ def run_cli(args: list[str], env: dict, log: Path) -> dict:
     return {
         "wall_s": round(time.perf_counter() - t, 2),
         "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "host": {
+            "cli_cpu_s": round(own, 1),
+            "other_cpu_s": round(max(0.0, cpu1["busy"] - cpu0["busy"] - own), 1),
+            "iowait_s": round(cpu1["iowait"] - cpu0["iowait"], 1),
+            "steal_s": round(cpu1["steal"] - cpu0["steal"], 1),
+        },
         "_samples": samples,
     }
+
+
+def _wall_rss(run: dict) -> str:
+    h = run["host"]
+    return (
+        f"{run['wall_s']:.1f}s, peak RSS {run['peak_rss_mib']} MiB; CPU {h['cli_cpu_s']:.0f} s, other processes "
+        f"{h['other_cpu_s']:.0f} s, iowait {h['iowait_s']:.0f} s, steal {h['steal_s']:.0f} s"
+    )
 
 
 def peak_by_step(samples: list[tuple[float, float]], windows: dict) -> dict:
@@ -485,7 +511,7 @@ def main() -> None:
         for name, benv in builds.items():  # interleaved: baseline, this; then the same for the refresh
             log(f"full build ({name}) ...")
             full[name] = run_cli(["build", "--media", "image"], benv, log_file)
-            log(f"  full build ({name}): {full[name]['wall_s']:.1f}s, peak RSS {full[name]['peak_rss_mib']} MiB")
+            log(f"  full build ({name}): {_wall_rss(full[name])}")
         data = tmp / "this" / "data"
         full_windows, full_book = step_windows(builds["this"], since_full)
         report: dict = {"rows": rows, "flickr_rows": flickr_rows}
@@ -506,7 +532,7 @@ def main() -> None:
                 log(f"refresh after the {pattern} change set ({name}) ...")
                 since = time.time()
                 refresh[name] = run_cli(["build", "--media", "image"], benv, log_file)
-                log(f"  refresh ({name}): {refresh[name]['wall_s']:.1f}s, peak RSS {refresh[name]['peak_rss_mib']} MiB")
+                log(f"  refresh ({name}): {_wall_rss(refresh[name])}")
             windows, book = step_windows(builds["this"], since)
             book_s = round(sum(v for k, v in book.items() if k.startswith("seconds_") and k != "seconds_facts"), 3)
             tick_s = watermark_query_seconds(cat_url)

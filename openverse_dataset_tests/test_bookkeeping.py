@@ -454,6 +454,35 @@ def test_identifier_ranges_cover_every_string_once():
     assert max(sizes) < 3 * 500 / 23  # even over uuids
 
 
+def test_segment_sorted_one_range_at_a_time_equals_one_sort(tmp_path: Path, monkeypatch, conn):
+    """A segment sorted range by range is the same file as one sorted whole, in identifier order, with each row's
+    hash of the whole row, and leaves no scratch file beside it (ids that are not uuids fall in the open ends)."""
+    from openverse_dataset.release import changes
+
+    rng = random.Random(7)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2_500)] + ["", "ZZ", "zz", "~", "0", "ffff-"]
+    rng.shuffle(ids)  # a clean shard is in (created_on, identifier) order, not identifier order
+    rows = [row("p", i, LICENSES[n % 3], title=f"t{n}") for n, i in enumerate(ids)]
+    shard = tmp_path / "shard.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), shard, row_group_size=700)
+    monkeypatch.setattr(changes, "SEGMENT_BATCH_ROWS", 300)
+    built = {}
+    for per_range in (10**9, 200):  # one range; ~13 ranges
+        monkeypatch.setattr(changes, "SEGMENT_SORT_ROWS", per_range)
+        dest = tmp_path / str(per_range) / "seg.parquet"
+        assert changes.write_segment(conn, [shard], dest) == len(ids)
+        assert [f.name for f in dest.parent.iterdir()] == ["seg.parquet"]
+        built[per_range] = dest.read_bytes()
+    assert built[200] == built[10**9]
+    seg = pq.read_table(tmp_path / "200" / "seg.parquet")
+    assert seg["identifier"].to_pylist() == sorted(ids, key=lambda s: s.encode())
+    assert {
+        r.num_rows for r in (pq.ParquetFile(tmp_path / "200" / "seg.parquet").read_row_group(i) for i in range(8))
+    } == {300}
+    want = dict(conn.sql(f"select identifier, hash(t)::varchar from read_parquet('{shard}') t").fetchall())
+    assert dict(zip(seg["identifier"].to_pylist(), seg["row_hash"].to_pylist(), strict=True)) == want
+
+
 def _spills_in_staging(connect, layout: DataLayout, tmp_path: Path) -> None:
     """Held to 64 MB, a join bigger than that spills into the data dir's staging, never into `./.tmp`, and the
     spill folder is gone once the connection closes."""
