@@ -456,11 +456,12 @@ def test_identifier_ranges_cover_every_string_once():
 
 def test_segment_sorted_one_range_at_a_time_equals_one_sort(tmp_path: Path, monkeypatch, conn):
     """A segment sorted range by range is the same file as one sorted whole, in identifier order, with each row's
-    hash of the whole row, and leaves no scratch file beside it (ids that are not uuids fall in the open ends)."""
+    hash of the whole row, and leaves no scratch file beside it (ids that are not uuids fall in the open ends,
+    a NULL one in the last range)."""
     from openverse_dataset.release import changes
 
     rng = random.Random(7)
-    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2_500)] + ["", "ZZ", "zz", "~", "0", "ffff-"]
+    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2_500)] + ["", "ZZ", "zz", "~", "0", "ffff-", None]
     rng.shuffle(ids)  # a clean shard is in (created_on, identifier) order, not identifier order
     rows = [row("p", i, LICENSES[n % 3], title=f"t{n}") for n, i in enumerate(ids)]
     shard = tmp_path / "shard.parquet"
@@ -475,7 +476,7 @@ def test_segment_sorted_one_range_at_a_time_equals_one_sort(tmp_path: Path, monk
         built[per_range] = dest.read_bytes()
     assert built[200] == built[10**9]
     seg = pq.read_table(tmp_path / "200" / "seg.parquet")
-    assert seg["identifier"].to_pylist() == sorted(ids, key=lambda s: s.encode())
+    assert seg["identifier"].to_pylist() == [*sorted((i for i in ids if i is not None), key=str.encode), None]
     assert {
         r.num_rows for r in (pq.ParquetFile(tmp_path / "200" / "seg.parquet").read_row_group(i) for i in range(8))
     } == {300}

@@ -269,9 +269,14 @@ def _list(paths: list[Path] | list[str]) -> str:
 
 
 def range_filter(lo: str | None, hi: str | None) -> str:
-    """The `where` clause of one half-open identifier range from `identifier_ranges` (empty for all rows)."""
-    conds = [f"identifier >= '{lo}'"] * (lo is not None) + [f"identifier < '{hi}'"] * (hi is not None)
-    return f"where {' and '.join(conds)}" if conds else ""
+    """The `where` clause of one half-open identifier range from `identifier_ranges` (empty for all rows).
+
+    The last range also holds NULL identifiers (they sort last), so ranges together never drop a row."""
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f"where (identifier >= '{lo}' or identifier is null)"
+    return f"where identifier < '{hi}'" if lo is None else f"where identifier >= '{lo}' and identifier < '{hi}'"
 
 
 def _write(table: pa.Table, dest: Path) -> None:
