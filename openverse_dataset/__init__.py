@@ -15,6 +15,6 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 # and the next allocation a page fault; a 1.4M-row flickr clean took 37.9 s at 0 ms against 22.8 s at 30 ms for
 # the same peak (571 vs 563 MiB), and a clean merge of four license folders 15.5 s against 7.5 s (+40 MiB).
 # Measured in docs/scale.md, "Memory".
-DECAY = "dirty_decay_ms:30,muzzy_decay_ms:0"
-os.environ.setdefault("JE_ARROW_MALLOC_CONF", DECAY)
-os.environ.setdefault("_RJEM_MALLOC_CONF", DECAY)
+_DECAY = "dirty_decay_ms:30,muzzy_decay_ms:0"
+os.environ.setdefault("JE_ARROW_MALLOC_CONF", _DECAY)
+os.environ.setdefault("_RJEM_MALLOC_CONF", _DECAY)
