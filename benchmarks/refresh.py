@@ -411,8 +411,13 @@ def rows_read(data: Path) -> dict:
     out = {}
     for f in sorted(data.glob("changes/image/*/changes.json")):
         meta = json.loads(f.read_text())
-        out[f.parent.name] = {k: meta.get(k) for k in ("mode", "read", "changed", "deleted", "moved")}
+        keys = ("mode", "read", "changed", "deleted", "moved", "files_kept", "files_rewritten")
+        out[f.parent.name] = {k: meta.get(k) for k in keys}
     return out
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -523,6 +528,7 @@ def main() -> None:
         refresh: dict[str, dict] = {}
         for pattern in args.patterns:
             before, _ = chunk_index(release_files(data, "flickr"))
+            before_files = {_sha(f) for f in release_files(data, "flickr")}
             before_total = sum(f.stat().st_size for f in release_files(data, "flickr"))
             changes = PATTERNS[pattern](cat_url, api_url, flickr_rows)
             changed = sum(changes.values())
@@ -540,6 +546,7 @@ def main() -> None:
             refreshed = {p: r for p, r in read.items() if r.get("mode") == "incremental" and r.get("read")}
             catalog_rows_read = sum(r["read"] or 0 for r in refreshed.values())
             new, total = new_chunk_bytes(before, release_files(data, "flickr"))
+            after_files = [_sha(f) for f in release_files(data, "flickr")]
             this = refresh["this"]
             refreshes[pattern] = {
                 "change_set": changes,
@@ -558,6 +565,9 @@ def main() -> None:
                 "flickr_release_bytes": total,
                 "flickr_new_chunk_bytes": new,
                 "new_chunk_share": round(new / total, 4) if total else None,
+                # files of the release that are byte for byte a previous release's (kept, not written again)
+                "flickr_release_files": len(after_files),
+                "flickr_release_files_unchanged": sum(h in before_files for h in after_files),
                 "targets": {
                     "refresh<=10%_of_full": this["wall_s"] <= 0.10 * full["this"]["wall_s"],
                     "new_chunks<=2%": bool(total) and new / total <= 0.02,
@@ -606,6 +616,7 @@ def main() -> None:
                 f" = {r['refresh_vs_full']:.1%} of the full build (target <= 10%), peak RSS "
                 f"{r['refresh']['peak_rss_mib']} MiB; rows read {r['rows_read_vs_changed']:.2f}x the changed rows;"
                 f" new chunk bytes {r['new_chunk_share']:.1%} of flickr's {r['flickr_release_bytes']:,} (target <= 2%);"
+                f" flickr release files unchanged {r['flickr_release_files_unchanged']}/{r['flickr_release_files']};"
                 f" release bookkeeping {r['bookkeeping_s']:.2f} s; watermark query {r['watermark_query_s']:.3f} s"
                 " (target <= 0.25)"
             )

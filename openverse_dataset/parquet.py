@@ -9,7 +9,9 @@ deduplicates unchanged regions).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,17 +22,25 @@ import pyarrow.parquet as pq
 
 from openverse_dataset import progress
 
-DEFAULT_ROW_GROUP_ROWS = 100_000
+DEFAULT_ROW_GROUP_ROWS = 100_000  # the most rows in a row group (content-defined cuts average about half)
 # Raw extracts (internal files, read only by the clean step): 25k-row groups. The writer holds one group being
 # filled and one being encoded, so at 100k rows Flickr's extract peaked at 379 MiB and its incremental merge at
 # 482 MiB (2M-row catalog, outside Dagster); at 25k, 311 and 409 MiB, the extract no slower (10.9 s vs 11.9 s).
 RAW_ROW_GROUP_ROWS = 25_000
-DEFAULT_SHARD_BYTES = 384 * 1024 * 1024
+# The largest a shard gets (encoded bytes). Shards end at content-defined points past a quarter of it, so they
+# average about half of it: ~32 MB files. Small enough that a refresh re-encodes only the files a change touches
+# (a file no change touches is kept as it is, see `merge_into`), big enough for the Hub (an 800M-row release is
+# ~4k files, under 1k in the biggest folder; the limits are 10k a folder, 100k a repo).
+DEFAULT_SHARD_BYTES = 64 * 1024 * 1024
 # A row group also ends once its rows' text reaches this many bytes (a few rows of 10 MB titles would otherwise
 # make a 100k-row group of gigabytes). Counted per row, so the boundaries depend only on the rows.
 DEFAULT_ROW_GROUP_BYTES = 128 * 1024 * 1024
 # Every stage's row order within a partition: ingestion order, so rows a later ingestion adds land at the end.
 ORDER_KEY = ("created_on", "identifier")
+# The column whose values decide where row groups and shards end (content-defined: see `ShardWriter`).
+CUT_COLUMN = "identifier"
+# Bump when the boundary rule or the shard size semantics change: outputs of another layout are never merged into.
+BOUNDARY_RULE = "cdc1"
 
 WRITER_OPTIONS = {
     "compression": "zstd",
@@ -88,7 +98,17 @@ class ShardInfo:
 
 
 class ShardWriter:
-    """Writes record batches into `folder/<prefix>-00000.parquet`, `-00001`, ... rotating at `shard_bytes`."""
+    """Writes record batches into `folder/<prefix>-00000.parquet`, `-00001`, ... with content-defined boundaries.
+
+    Where a row group or a shard ends depends only on the rows since the shard began, never on their position in
+    the partition: a row group ends after a row whose `CUT_COLUMN` hash matches once it holds a quarter of
+    `row_group_rows` (at `row_group_rows`, or when its text reaches `row_group_bytes`, at the latest), and a shard
+    ends after a row group whose last row's hash matches once the shard is a quarter of `shard_bytes` (with a
+    chance proportional to the group's bytes; at `shard_bytes` at the latest). So after an insertion or a removal
+    the boundaries fall back into step within a group or a shard, and every later page and file keeps its bytes:
+    the Hub's chunk deduplication sees them unchanged, and a merge can keep an untouched file as it is
+    (`merge_into`). Without a `CUT_COLUMN` in the schema, row groups are cut at `row_group_rows` as before.
+    """
 
     def __init__(
         self,
@@ -109,10 +129,15 @@ class ShardWriter:
         self.shard_bytes = shard_bytes
         self.row_group_rows = row_group_rows
         self.row_group_bytes = DEFAULT_ROW_GROUP_BYTES  # read at construction: tests lower the module default
+        self._cut_column = CUT_COLUMN if CUT_COLUMN in schema.names else None
+        self._min_rows = max(1, row_group_rows // 4)
+        self._cut_every = max(1, row_group_rows // 4)  # a row past the minimum ends the group with this odds
         self.shards: list[ShardInfo] = []
+        self.adopted: dict[str, Path] = {}  # shard name -> the file it was linked from (`adopt`)
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._sizes: list[np.ndarray] = []  # each pending row's text bytes, in row order
+        self._hashes: list[np.ndarray] = []  # each pending row's cut hash, in row order
         self._writer: pq.ParquetWriter | None = None
         self._sink: pa.NativeFile | None = None
         self._rows_in_shard = 0
@@ -129,18 +154,27 @@ class ShardWriter:
             self._pending.append(b)
             self._pending_rows += b.num_rows
             self._sizes.append(row_bytes(b))
+            if self._cut_column is not None:
+                self._hashes.append(cut_hashes(b.column(self._cut_column)))
         while (n := self._next_group()) is not None:
             self._flush(n)
 
     def _next_group(self, final: bool = False) -> int | None:
-        """Rows in the next full row group: `row_group_rows`, or fewer when one more row would take their text past
-        `row_group_bytes` (a row over the bound alone is a group); None while the pending rows do not fill one."""
+        """Rows in the next row group: up to the first content-defined cut past the minimum, at most `row_group_rows`,
+        fewer when one more row would take their text past `row_group_bytes` (a row over the bound alone is a
+        group); None while the pending rows hold no cut and do not fill a group."""
         if not self._pending_rows:
             return None
         sizes = np.concatenate(self._sizes)[: self.row_group_rows]
         fits = int(np.searchsorted(np.cumsum(sizes), self.row_group_bytes, side="right"))
-        if fits < len(sizes):  # the next row would cross the bound: end the group before it (one row at least)
-            return max(fits, 1)
+        limit = max(fits, 1) if fits < len(sizes) else None  # the next row would cross the bound: end before it
+        if self._cut_column is not None:
+            hashes = np.concatenate(self._hashes)[self._min_rows - 1 : limit or self.row_group_rows]
+            hits = np.flatnonzero(hashes % np.uint64(self._cut_every) == 0)
+            if len(hits):
+                return int(hits[0]) + self._min_rows
+        if limit is not None:
+            return limit
         if self._pending_rows >= self.row_group_rows:
             return self.row_group_rows
         return self._pending_rows if final else None
@@ -165,27 +199,69 @@ class ShardWriter:
         self._pending_rows = tail.num_rows
         rest = np.concatenate(self._sizes)[n:]
         self._sizes = [rest] if len(rest) else []
+        last_hash = None
+        if self._cut_column is not None:
+            hashes = np.concatenate(self._hashes)
+            last_hash = int(hashes[n - 1])
+            self._hashes = [hashes[n:]] if len(hashes) > n else []
         del tail
         if self._writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / f"{self.prefix}-{len(self.shards):05d}.parquet"
+            path = self.folder / self._next_name()
             self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
             sort = {"sorting_columns": self.sorting} if self.sorting else {}
             self._writer = pq.ParquetWriter(self._sink, self.schema, **writer_options(self.schema), **sort)
+        before = self._sink.tell()
         self._writer.write_table(group, row_group_size=n)
         del group
         self._rows_in_shard += n
         self.rows += n
-        if self._sink.tell() >= self.shard_bytes:
+        if self._shard_ends(self._sink.tell(), self._sink.tell() - before, last_hash):
             self._close_shard()
+
+    def _shard_ends(self, size: int, group_bytes: int, last_hash: int | None) -> bool:
+        """Whether the shard ends after this row group: at `shard_bytes`, or past a quarter of it when the group's
+        last row's hash (its high 32 bits, independent of the row-group cut) falls under the group's share of a
+        quarter: about one cut per quarter `shard_bytes` of groups, so shards average about half of it."""
+        if size >= self.shard_bytes:
+            return True
+        quarter = self.shard_bytes // 4
+        if last_hash is None or size < quarter:
+            return False
+        return (last_hash >> 32) * quarter < group_bytes << 32
+
+    def _next_name(self) -> str:
+        return f"{self.prefix}-{len(self.shards):05d}.parquet"
 
     def _close_shard(self) -> None:
         assert self._writer is not None and self._sink is not None
         self._writer.close()
         size = self._sink.tell()
         self._sink.close()
-        self.shards.append(ShardInfo(f"{self.prefix}-{len(self.shards):05d}.parquet", self._rows_in_shard, size))
+        self.shards.append(ShardInfo(self._next_name(), self._rows_in_shard, size))
         self._writer, self._sink, self._rows_in_shard = None, None, 0
+
+    def at_boundary(self) -> bool:
+        """No shard open and no row pending: the next row starts a shard, as it would after a content-defined end."""
+        return self._writer is None and not self._pending_rows
+
+    def adopt(self, path: Path, rows: int) -> None:
+        """Take an existing shard as the next one, by hard link (a copy across file systems), without decoding it.
+
+        Only valid `at_boundary` and for a file this writer's rules would write byte for byte from the same rows
+        (the caller checks the rows; `merge_into` does): a file the writer ended at a content-defined boundary
+        of its own, from a shard start.
+        """
+        assert self.at_boundary(), "adopt() between shards only"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        dest = self.folder / self._next_name()
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copy2(path, dest)
+        self.adopted[dest.name] = Path(path)
+        self.shards.append(ShardInfo(dest.name, rows, dest.stat().st_size))
+        self.rows += rows
 
     def close(self) -> list[ShardInfo]:
         """Write what is buffered and close the open shard; returns every shard written."""
@@ -203,6 +279,49 @@ class ShardWriter:
             finally:
                 self._sink.close()
             self._writer = None
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_CUT_BYTES = 16  # a uuid's last 16 characters hold 60 random bits; the length counts too
+
+
+def cut_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash of each string (its last 16 bytes and its length; NULL is one fixed value).
+
+    Plain numpy, so the same rows give the same boundaries on every machine and library version (polars' and
+    DuckDB's hashes promise no such thing). FNV-1a over the bytes, then splitmix64's finalizer to spread them.
+    """
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None and data_buf.size else np.zeros(1, np.uint8)
+    ends, lengths = offsets[1:], offsets[1:] - offsets[:-1]
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    shortest = int(lengths.min())
+    with np.errstate(over="ignore"):
+        for k in range(1, _CUT_BYTES + 1):
+            if k <= shortest:  # every string has a k-th last byte (all of a uuid column's do)
+                h = (h ^ data[ends - k].astype(np.uint64)) * _FNV_PRIME
+                continue
+            has = lengths >= k  # shorter strings stop here: a value's hash never depends on its neighbours
+            if not has.any():
+                break
+            byte = data[np.where(has, ends - k, 0)].astype(np.uint64)
+            h = np.where(has, (h ^ byte) * _FNV_PRIME, h)
+        h ^= lengths.astype(np.uint64)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    if arr.null_count:
+        h[np.asarray(arr.is_null())] = np.uint64(0x9E3779B97F4A7C15)
+    return h
 
 
 def row_bytes(batch: pa.RecordBatch) -> np.ndarray:
@@ -256,8 +375,9 @@ def sort_by_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
     return table.take(order)
 
 
-def _at_or_before(delta: pa.Table, key: Sequence[str], last: Sequence) -> int:
-    """How many leading rows of the sorted `delta` sort at or before the key value `last`."""
+def _at_or_before(delta: pa.Table, key: Sequence[str], last: Sequence, inclusive: bool = True) -> int:
+    """How many leading rows of the sorted `delta` sort at or before the key value `last` (strictly before it
+    when not `inclusive`), nulls last."""
     lo, hi = 0, delta.num_rows
     columns = [delta.column(k) for k in key]
 
@@ -271,7 +391,7 @@ def _at_or_before(delta: pa.Table, key: Sequence[str], last: Sequence) -> int:
             if bound is None:
                 return True
             return v < bound
-        return True
+        return inclusive
 
     while lo < hi:  # binary search: the delta is small and sorted, the comparisons are on Python values
         mid = (lo + hi) // 2
@@ -310,3 +430,94 @@ def merge_sorted(
         yield table
     if delta.num_rows:
         yield delta
+
+
+def layout_settings(settings: dict) -> dict:
+    """Writer settings plus what else decides a file's bytes (the boundary rule, pyarrow's encoder): a merge keeps
+    previous files only when all of it is unchanged, so state records compare this, not the settings alone."""
+    return {**settings, "boundary_rule": BOUNDARY_RULE, "pyarrow": pa.__version__}
+
+
+def _first_key(path: Path, key: Sequence[str]) -> list:
+    pf = pq.ParquetFile(path)
+    head = pf.read_row_group(0, columns=list(key)).slice(0, 1)
+    return [head.column(k)[0].as_py() for k in key]
+
+
+def _rows_with_ids(path: Path, ids: pa.Array, id_column: str) -> pa.Table | None:
+    """The rows of `path` whose `id_column` is in `ids` (reads that column a row group at a time, then only the
+    groups it hits); None when no row is."""
+    pf = pq.ParquetFile(path)
+    found = []
+    for g in range(pf.num_row_groups):
+        col = pf.read_row_group(g, columns=[id_column])[id_column]
+        mask = pc.is_in(col, value_set=ids.cast(col.type))
+        if pc.any(mask).as_py():
+            found.append(pf.read_row_group(g).filter(mask))
+    return pa.concat_tables(found) if found else None
+
+
+@dataclass
+class MergeStats:
+    """What a merge did with the previous files: kept as they were, or decoded and written again."""
+
+    files_kept: int = 0
+    files_rewritten: int = 0
+    rows_kept: int = 0
+    rows_rewritten: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def merge_into(
+    writer: ShardWriter,
+    files: Sequence[Path],
+    delta: pa.Table,
+    key: Sequence[str],
+    drop: pa.Array | None,
+    read: Callable[[Path], Iterable[pa.RecordBatch]],
+    drop_column: str = "identifier",
+) -> MergeStats:
+    """`merge_sorted` of the previous shards `files` (in order) with `delta`, keeping untouched shards as they are.
+
+    A shard is untouched when no row of it is dropped or replaced by a different row, and no new row sorts into
+    its key range (from its first row to the next shard's first row). Because `writer` cuts shards at
+    content-defined points, such a shard reached while the writer is between shards is exactly the file the writer
+    would write from its rows, so it is linked, not decoded and encoded again: the result is byte-identical to
+    writing every row (the tests compare the two), at a cost proportional to the shards the change touches. The
+    last shard is kept only when nothing sorts after it (rows appended to the end make it longer).
+    """
+    stats = MergeStats()
+    delta = sort_by_key(delta, key)
+    drop = drop if drop is not None else pa.array([], pa.string())
+    firsts = [_first_key(f, key) for f in files]
+    for i, f in enumerate(files):
+        n = _at_or_before(delta, key, firsts[i + 1], inclusive=False) if i + 1 < len(files) else delta.num_rows
+        part, delta = delta.slice(0, n), delta.slice(n)
+        rows = pq.ParquetFile(f).metadata.num_rows
+        if writer.at_boundary() and _untouched(f, part, key, drop, drop_column):
+            writer.adopt(f, rows)
+            stats.files_kept += 1
+            stats.rows_kept += rows
+            continue
+        for table in merge_sorted(read(f), part, key, drop, drop_column):
+            writer.write(table)
+        stats.files_rewritten += 1
+        stats.rows_rewritten += rows
+    if delta.num_rows:  # no previous file at all
+        writer.write(delta)
+    return stats
+
+
+def _untouched(path: Path, part: pa.Table, key: Sequence[str], drop: pa.Array, drop_column: str) -> bool:
+    """Whether merging `part` into the file (dropping `drop`) leaves its rows exactly as they are: every dropped row
+    it holds comes back unchanged in `part`, and `part` holds nothing else."""
+    hit = _rows_with_ids(path, drop, drop_column) if len(drop) else None
+    if hit is None:
+        return part.num_rows == 0
+    if hit.num_rows != part.num_rows:
+        return False
+    old = sort_by_key(hit, key).combine_chunks()
+    new = part.select(old.schema.names).cast(old.schema).combine_chunks()
+    return old.equals(new)

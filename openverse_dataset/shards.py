@@ -56,8 +56,10 @@ class ShardRecords:
         return h.hexdigest()[:32]
 
 
-def _record(folder: Path, path: Path, sha256: str | None = None) -> ShardRecord:
+def _record(folder: Path, path: Path, sha256: str | None = None, known: ShardRecord | None = None) -> ShardRecord:
     st = path.stat()
+    if sha256 is None and known is not None and (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        sha256 = known.sha256  # the same file, linked: its hash was recorded when it was written
     return ShardRecord(path.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns, sha256 or sha256_file(path))
 
 
@@ -69,27 +71,35 @@ def _write_sidecar(folder: Path, records: list[ShardRecord]) -> None:
     os.replace(tmp, dest)
 
 
-def record_shards(folder: Path, pattern: str = CLEAN_GLOB) -> ShardRecords:
+def record_shards(folder: Path, pattern: str = CLEAN_GLOB, known: dict[str, ShardRecord] | None = None) -> ShardRecords:
     """Hash the shards `folder` holds now and write its sidecar: the writer calls this once, right after writing.
 
     Call it on the staging folder before it is swapped into place (renames keep size and mtime), e.g. in the
-    clean step: `record_shards(clean_staging)` and `record_shards(rej_staging, REJECTS_GLOB)`.
+    clean step: `record_shards(clean_staging)` and `record_shards(rej_staging, REJECTS_GLOB)`. `known`: records of
+    files a merge linked from the previous folder (by their path here), taken as they are while size and mtime
+    still match: only the shards written now are hashed.
     """
     folder = Path(folder)
-    records = [_record(folder, p) for p in sorted(folder.glob(pattern))]
+    known = known or {}
+    records = [
+        _record(folder, p, known=known.get(p.relative_to(folder).as_posix())) for p in sorted(folder.glob(pattern))
+    ]
     if folder.exists():
         _write_sidecar(folder, records)
-    return ShardRecords(folder, records, rehashed=len(records))
+    rehashed = sum(1 for r in records if known.get(r.path) is None or known[r.path].sha256 != r.sha256)
+    return ShardRecords(folder, records, rehashed=rehashed)
 
 
-def install_clean_output(clean_staging: Path, rej_staging: Path, clean_dir: Path, rej_dir: Path) -> None:
+def install_clean_output(
+    clean_staging: Path, rej_staging: Path, clean_dir: Path, rej_dir: Path, known: dict[str, ShardRecord] | None = None
+) -> None:
     """Record both staged folders' shards, then switch them into place as one transaction.
 
     Every writer of a clean output (full clean, incremental clean, benchmarks and tests that stage one) goes
     through here, so the sidecars always exist and the removal reasons always match the kept rows, even across
     a kill between the two switches.
     """
-    record_shards(clean_staging)  # each shard's sha256, once: releases read it instead of re-hashing
+    record_shards(clean_staging, known=known)  # each shard's sha256, once: releases read it instead of re-hashing
     record_shards(rej_staging, REJECTS_GLOB)
     replace_dirs([(clean_staging, clean_dir), (rej_staging, rej_dir)])
 

@@ -192,3 +192,35 @@ def test_unprepared_catalog_falls_back_to_full_reads_and_says_what_to_run(upstre
     again, (_, mode, _) = build(upstream_catalog, layout, "flickr", NOW)
     assert again.mode == "full" and mode == "full"
     assert "not prepared" in again.reason and "prepare-catalog" in again.reason
+
+
+def test_a_refresh_keeps_the_files_its_change_does_not_touch(catalog, tmp_path):
+    """Today's new rows and a withdrawn batch: the merges link every raw and clean shard the change does not reach
+    (no decode, no encode, no new hash) and the result is still a from-scratch build's, byte for byte."""
+    inc = DataLayout(tmp_path / "incremental")
+    build(catalog, inc, "flickr", NOW - timedelta(days=1))
+    before = outputs(inc, "flickr")
+    later = NOW - timedelta(hours=1)
+    new = rows(20, start=60_000)
+    for r in new:
+        r["created_on"], r["updated_on"] = later, later  # ingested today: they sort after every row
+    catalog.insert_media("image", new)
+    t = MEDIA_TABLES["image"]
+    with catalog.catalog.begin() as conn:  # one ingestion batch withdrawn: the rows created in one hour
+        first_hour = min(conn.scalars(sa.select(t.c.created_on).where(t.c.provider == "flickr")))
+        gone = conn.scalars(
+            sa.select(sa.cast(t.c.identifier, sa.Text)).where(t.c.provider == "flickr", t.c.created_on == first_hour)
+        ).all()
+    catalog.move_to_deleted("image", list(gone), when=later)
+
+    raw, (clean, mode, _) = build(catalog, inc, "flickr", NOW)
+    assert (raw.mode, mode) == ("incremental", "incremental")
+    raw_files = len(raw.state.shards)
+    assert raw_files >= 5 and raw.extra["files_kept"] >= raw_files - 3  # the first and the last are touched
+    assert clean.merge.files_kept >= 5 and clean.merge.files_rewritten <= 3
+    after = outputs(inc, "flickr")
+    kept = set(before.values()) & set(after.values())
+    assert len(kept) >= raw.extra["files_kept"] + clean.merge.files_kept  # the same bytes, not rewritten
+    fresh = DataLayout(tmp_path / "fresh")
+    build(catalog, fresh, "flickr", NOW)
+    assert outputs(fresh, "flickr") == after

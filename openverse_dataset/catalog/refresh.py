@@ -59,11 +59,13 @@ from openverse_dataset.parquet import (
     ORDER_KEY,
     RAW_ROW_GROUP_ROWS,
     ShardWriter,
-    merge_sorted,
+    layout_settings,
+    merge_into,
 )
 from openverse_dataset.transform.partition import _prefetched
 
-FORMAT = 2  # raw layout version: 2 = rows in (created_on, identifier) order. Another format is rebuilt.
+FORMAT = 3  # raw layout version: 2 = rows in (created_on, identifier) order, 3 = content-defined shard and
+# row-group boundaries (parquet.BOUNDARY_RULE). Another format is rebuilt.
 DEFAULT_FULL_EVERY = timedelta(days=7)
 DEFAULT_OVERLAP = timedelta(minutes=10)
 # A change bigger than this share of the partition is extracted whole: the merge would rewrite every file anyway
@@ -357,11 +359,14 @@ def refresh_raw(
         wm = provider_watermark(url, media, provider)
         current = (wm.max_updated_on, wm.max_deleted_on)
     settings = {"shard_bytes": shard_bytes, "row_group_rows": row_group_rows}
+    layout_key = layout_settings(settings)  # an incremental merge keeps files: only into files of the same layout
     unit = unit or provider
     state_path = layout.state_file("raw", media.name, unit)
     folder = layout.raw_dir(media.name, unit)
     state = RawState.load(state_path)
-    reason = "full rebuild requested" if force_full else full_reason(state, folder, settings, now, full_every, *current)
+    reason = (
+        "full rebuild requested" if force_full else full_reason(state, folder, layout_key, now, full_every, *current)
+    )
     if not reason:
         start = time.perf_counter()
         staging = layout.staging_dir(f"changes-{media.name}")
@@ -396,7 +401,7 @@ def _full(url, media, provider, layout, reason, now, settings, deleted_mark, ext
         max_updated_on=_iso(result.max_updated_on),
         max_deleted_on=_iso(deleted_mark),
         last_full_rebuild=now.isoformat(),
-        settings=settings,
+        settings=layout_settings(settings),
     )
     staging = layout.staging_dir(f"changes-{media.name}")
     staging.mkdir(parents=True)
@@ -416,9 +421,11 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
     out = layout.staging_dir(f"raw-{media.name}")
     writer = ShardWriter(out, media.raw_schema, sorting=ORDER_KEY, **settings)
     try:
-        # Decoding runs one batch ahead in a thread (both sides release the GIL), as in the clean step.
-        for table in merge_sorted(_prefetched(_raw_batches(files, media.raw_schema)), changed, ORDER_KEY, removed):
-            writer.write(table)
+        # Files the change does not touch are linked as they are; the others are decoded one batch ahead in a
+        # thread (both sides release the GIL), as in the clean step, merged and written again.
+        merged = merge_into(
+            writer, files, changed, ORDER_KEY, removed, lambda f: _prefetched(_raw_batches([f], media.raw_schema))
+        )
         shards = writer.close()
         out.mkdir(parents=True, exist_ok=True)
     except BaseException:
@@ -433,11 +440,12 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
         max_updated_on=_iso(counts["max_updated_on"]),
         max_deleted_on=_iso(counts["max_deleted_on"]),
         last_full_rebuild=state.last_full_rebuild,
-        settings=settings,
+        settings=layout_settings(settings),
     )
     meta = {"mode": "incremental", "base_version": state.version, "version": new.version}
     kept = ("changed", "deleted", "moved", "removed", "read", "timestamps_out_of_range")
     meta.update({k: v for k, v in counts.items() if k in kept})
+    meta.update(merged.as_dict())  # files kept as they were and written again, for the record
     _write_changes_meta(staging, meta)
     # Order matters for a crash in between: the state is written last, so a crash leaves files that do not
     # match the recorded state, and the next refresh rebuilds the partition in full.
@@ -463,7 +471,7 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
         rows_read=counts["read"],
         rows_changed=counts["changed"],
         rows_removed=counts["removed"],
-        extra={"deleted": counts["deleted"], "moved": counts["moved"]},
+        extra={"deleted": counts["deleted"], "moved": counts["moved"], **merged.as_dict()},
     )
 
 

@@ -119,6 +119,9 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 "slices": units,
                 "full_clean_reason": why,
                 "rows_cleaned": r.rows_cleaned or 0,
+                # An incremental clean keeps the shards the change does not touch, byte for byte.
+                "shards_kept": r.merge.files_kept if r.merge else 0,
+                "shards_rewritten": r.merge.files_rewritten if r.merge else 0,
                 "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),
                 "repairs_by_rule": counts_table(r.repairs, "rule", REPAIRS),
                 "repairs": sum(r.repairs.values()),

@@ -40,14 +40,17 @@ from openverse_dataset.media import MediaType
 from openverse_dataset.parquet import (
     DEFAULT_SHARD_BYTES,
     ORDER_KEY,
+    MergeStats,
     ShardInfo,
     ShardWriter,
     large_types,
+    layout_settings,
+    merge_into,
     merge_sorted,
     sha256_file,
     sort_by_key,
 )
-from openverse_dataset.shards import CLEAN_GLOB, REJECTS_GLOB, assemble_folders, install_clean_output
+from openverse_dataset.shards import CLEAN_GLOB, REJECTS_GLOB, assemble_folders, install_clean_output, shard_records
 from openverse_dataset.streams import put_unless_stopped
 from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
@@ -93,6 +96,7 @@ class CleanResult:
     by_source: Counter = field(default_factory=Counter)  # rows in, per source: which sources live in this partition
     rows_cleaned: int | None = None  # rows the rules ran on (all of them, unless the clean was incremental)
     opt_out_sha256: str | None = None  # the opt-out list the rules ran with (None: no list configured)
+    merge: MergeStats | None = None  # an incremental clean: previous shards kept as they were, or written again
 
     @property
     def rejected_total(self) -> int:
@@ -456,7 +460,8 @@ def clean_partition(
 
 # --- incremental clean -------------------------------------------------------------------------------------
 
-CLEAN_FORMAT = 2  # rows in (created_on, identifier) order in every license folder and in rejects
+CLEAN_FORMAT = 3  # 2: rows in (created_on, identifier) order in every license folder and in rejects; 3: content-
+# defined shard and row-group boundaries (parquet.BOUNDARY_RULE)
 TAKEDOWN_REASONS = frozenset({"taken_down", "deleted_in_catalog", "mature"})
 
 
@@ -588,7 +593,7 @@ def refresh_clean(
     state_path = layout.state_file("clean", media.name, unit)
     state = _load_json(state_path)
     tk_sha = _sha(takedowns)
-    settings = {k: kw[k] for k in sorted(kw) if k in ("shard_bytes", "row_group_rows", "batch_rows")}
+    settings = layout_settings({k: kw[k] for k in sorted(kw) if k in ("shard_bytes", "row_group_rows", "batch_rows")})
     reason, changes = _why_full_clean(layout, media.name, unit, state, raw_state.version if raw_state else None)
     hidden = read_hidden_sources(takedowns)
     if not reason and state.get("settings") != settings:
@@ -675,13 +680,21 @@ def _clean_changes(
         folders = sorted({f.parent.name for f in prev_clean} | set(cpass.spools))
         deltas = {f: _table(cpass.spools[f].batches(), cpass.schema) for f in folders if f in cpass.spools}
         writers_by_folder = {f: new_writer(f) for f in folders}
+        merged = MergeStats()
 
         def merge_folder(folder: str) -> list[ShardInfo]:
-            base = _file_batches(sorted((clean_dir / folder).glob("part-*.parquet")), cpass.schema, MERGE_BATCH_ROWS)
-            delta = deltas.get(folder, cpass.schema.empty_table())
+            # Shards the change does not touch are linked as they are; the others are merged and written again.
             writer = writers_by_folder[folder]
-            for table in merge_sorted(base, delta, ORDER_KEY, affected):
-                writer.write(table)
+            stats = merge_into(
+                writer,
+                sorted((clean_dir / folder).glob("part-*.parquet")),
+                deltas.get(folder, cpass.schema.empty_table()),
+                ORDER_KEY,
+                affected,
+                lambda f: _file_batches([f], cpass.schema, MERGE_BATCH_ROWS),
+            )
+            for k, v in stats.as_dict().items():
+                setattr(merged, k, getattr(merged, k) + v)
             return writer.close()
 
         # As in the full clean: license folders are independent files, two at a time.
@@ -697,7 +710,15 @@ def _clean_changes(
         base = _file_batches(prev_rejects, cpass.rej_schema, 50_000)
         _write_rejects(rejects, base, new_rejects, cpass.rej_schema, affected)
         rejects.close()
-        install_clean_output(clean_staging, rej_staging, clean_dir, rej_dir)
+        # A kept shard's sha256 is its previous one (same file): the sidecar is written without hashing it again.
+        previous = shard_records(clean_dir).by_path()
+        known = {
+            f"{w.folder.name}/{name}": previous[f"{src.parent.name}/{src.name}"]
+            for w in writers_by_folder.values()
+            for name, src in w.adopted.items()
+            if f"{src.parent.name}/{src.name}" in previous
+        }
+        install_clean_output(clean_staging, rej_staging, clean_dir, rej_dir, known=known)
     except BaseException:
         out.abort()
         cpass.abort()
@@ -713,6 +734,7 @@ def _clean_changes(
     result.by_source.update(dict(reasons["source"].fill_null(provider).value_counts().iter_rows()))
     result.rows_in = result.kept + result.rejected_total
     result.rows_cleaned = rows_cleaned
+    result.merge = merged
     result.seconds = time.perf_counter() - start
     return result
 
@@ -733,6 +755,10 @@ def _combine(media: MediaType, provider: str, results: list[CleanResult]) -> Cle
         out.preview = out.preview or r.preview
         out.seconds += r.seconds
         out.rows_cleaned += r.rows_cleaned or 0
+        if r.merge is not None:
+            out.merge = out.merge or MergeStats()
+            for k, v in r.merge.as_dict().items():
+                setattr(out.merge, k, getattr(out.merge, k) + v)
     return out
 
 
