@@ -100,6 +100,13 @@ SETTINGS: tuple[Setting, ...] = (
         "25000000",
     ),
     Setting(
+        "OPENVERSE_SLICE_WORKERS",
+        "1",
+        "processes that extract or clean a split provider's slices at once, each on its own catalog snapshot "
+        "(count them in the catalog's load: a run holds up to this many connections)",
+        "4",
+    ),
+    Setting(
         "OPENVERSE_REFRESH_OVERLAP_MINUTES",
         "10",
         "an incremental refresh re-reads rows stamped this long before its watermark",

@@ -5,6 +5,8 @@ every row exactly once; incremental refreshes of slices and re-plans on growth m
 from __future__ import annotations
 
 import itertools
+import os
+import time
 import uuid
 from datetime import timedelta
 from functools import partial
@@ -23,6 +25,7 @@ from openverse_dataset.catalog.slices import (
     load_plan,
     provider_units,
     refresh_provider,
+    run_units,
     slice_count,
     slice_of,
     target_slices,
@@ -83,11 +86,12 @@ def catalog(upstream_catalog):
     return upstream_catalog
 
 
-def build(cat, layout: DataLayout, provider: str, now, bound: int = BOUND):
+def build(cat, layout: DataLayout, provider: str, now, bound: int = BOUND, workers: int = 1):
     snapshot_takedowns(cat.catalog_url, cat.api_url, IMAGE, layout)
     one = partial(refresh_raw, cat.catalog_url, IMAGE, provider, layout, now=now, **KW)
-    raw = refresh_provider(cat.catalog_url, IMAGE, provider, layout, bound=bound, refresh=one)
-    clean = clean_provider(layout, IMAGE, provider, takedowns=layout.takedowns_file("image"), **CLEAN_KW)
+    raw = refresh_provider(cat.catalog_url, IMAGE, provider, layout, bound=bound, refresh=one, workers=workers)
+    tk = layout.takedowns_file("image")
+    clean = clean_provider(layout, IMAGE, provider, takedowns=tk, workers=workers, **CLEAN_KW)
     return raw, clean
 
 
@@ -171,6 +175,38 @@ def test_sliced_incremental_refresh_and_growth_replan_match_a_fresh_build(catalo
     assert outputs(inc, "flickr") == outputs(fresh2, "flickr")
 
 
+def _pid_after(delay: float, fail: int | None = None) -> int:
+    if fail is not None:
+        raise TooManyRows(fail, BOUND)
+    time.sleep(delay)
+    return os.getpid()
+
+
+def test_units_run_in_worker_processes_in_order_and_failures_come_back_whole():
+    calls = [{"delay": 0.3}] * 4
+    pids = run_units(_pid_after, calls, workers=2)
+    assert len(pids) == 4 and os.getpid() not in pids and len(set(pids)) == 2  # two processes, side by side
+    assert run_units(_pid_after, calls[:2], workers=1) == [os.getpid()] * 2  # 1 worker: in this process
+    with pytest.raises(TooManyRows) as exc:  # a re-plan needs the row count from the worker
+        run_units(_pid_after, [{"delay": 0.0}, {"delay": 0.0, "fail": 1234}], workers=2)
+    assert (exc.value.rows, exc.value.max_rows) == (1234, BOUND)
+
+
+@pytest.mark.postgres
+def test_slices_side_by_side_give_the_bytes_of_slices_one_after_another(catalog, tmp_path):
+    serial, parallel = DataLayout(tmp_path / "serial"), DataLayout(tmp_path / "parallel")
+    for layout, workers in ((serial, 1), (parallel, 2)):
+        build(catalog, layout, "flickr", NOW - timedelta(days=1), workers=workers)
+    assert outputs(parallel, "flickr") == outputs(serial, "flickr")
+    change(catalog)
+    for layout, workers in ((serial, 1), (parallel, 2)):
+        raw, (_, mode, why, units) = build(catalog, layout, "flickr", NOW, workers=workers)
+        assert {r.mode for r in raw.results} == {"incremental"} and mode == "incremental", why
+        assert raw.slices == units == 8
+    assert outputs(parallel, "flickr") == outputs(serial, "flickr")
+    assert_bounded(parallel, "flickr", catalog)
+
+
 @pytest.mark.postgres
 def test_slice_extract_stops_before_streaming_when_above_the_bound(catalog, tmp_path):
     layout = DataLayout(tmp_path / "d")
@@ -187,6 +223,7 @@ def test_demo_build_with_a_small_bound_releases_every_row_once_per_provider(env:
     whole = pl.read_parquet(env / "hub" / "openverse-images" / "data" / "*" / "*" / "*.parquet")
     monkeypatch.setenv("OPENVERSE_DATA_DIR", str(tmp_path / "sliced"))
     monkeypatch.setenv("OPENVERSE_PARTITION_MAX_ROWS", "150")
+    monkeypatch.setenv("OPENVERSE_SLICE_WORKERS", "2")  # the run's slices in two worker processes
     assert main(["build", "--media", "image"]) == 0
     data = tmp_path / "sliced"
     layout = DataLayout(data)

@@ -101,6 +101,9 @@ class TooManyRows(RuntimeError):
         super().__init__(f"{rows:,} rows, more than the bound of {max_rows:,}")
         self.rows, self.max_rows = rows, max_rows
 
+    def __reduce__(self):  # raised in a slice worker process, re-raised in the run's: keep both numbers
+        return (TooManyRows, (self.rows, self.max_rows))
+
 
 def in_id_range(col: sa.ColumnElement, id_range: IdRange | None) -> list[sa.ColumnElement]:
     """Conditions restricting `identifier` to one slice's range (served by the catalog's identifier index)."""

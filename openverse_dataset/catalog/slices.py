@@ -53,6 +53,41 @@ def max_rows_from_env() -> int:
     return value
 
 
+def workers_from_env() -> int:
+    """`OPENVERSE_SLICE_WORKERS` (default 1): how many of a split provider's slices are extracted or cleaned at once."""
+    raw = os.environ.get("OPENVERSE_SLICE_WORKERS", "").strip()
+    try:
+        value = int(raw) if raw else 1
+    except ValueError:
+        raise CatalogError(f"OPENVERSE_SLICE_WORKERS must be a whole number of processes, not {raw!r}") from None
+    if value < 1:
+        raise CatalogError(f"OPENVERSE_SLICE_WORKERS must be at least 1, not {value}")
+    return value
+
+
+def run_units(fn: Callable, calls: list[dict], workers: int) -> list:
+    """`fn(**call)` for every call, results in order: in this process, or in `workers` processes at once.
+
+    Slices are independent units (own folders, own state, own snapshot), so they can run side by side: a split
+    provider then takes about its slices' time over `workers`, not their sum, and every snapshot stays as short
+    as one slice's. Worker processes are spawned (never forked from a process with threads) and `fn` and its
+    arguments must pickle: no progress callback crosses. The first failure, in slice order, is raised.
+    """
+    if workers <= 1 or len(calls) <= 1:
+        return [fn(**c) for c in calls]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(calls)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, **c) for c in calls]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
 def slice_count(rows: int, bound: int) -> int:
     """The fewest slices (a power of two) for `rows`: 1 up to the bound, else average at most FILL x bound."""
     if rows <= bound:
@@ -215,13 +250,14 @@ def refresh_provider(
     bound: int,
     refresh: Callable,
     max_rounds: int = 8,
+    workers: int = 1,
 ) -> SlicedRefresh:
     """Refresh one provider's raw data in units of at most `bound` rows, re-planning until every unit fits.
 
     `refresh(unit=..., id_range=..., max_rows=...)` refreshes one unit (`catalog.refresh.refresh_raw` with the
     provider's arguments bound). When the plan changes, every unit of the new plan is extracted in full and the
     old plan's folders are removed once the new ones are in place; the provider's raw folder is then assembled
-    from its units (`assemble_raw`).
+    from its units (`assemble_raw`). With `workers` > 1, `workers` slices are refreshed at once (`run_units`).
     """
     import time
 
@@ -241,7 +277,8 @@ def refresh_provider(
             if units is None:
                 results = [refresh(unit=provider, id_range=None, max_rows=bound)]
             else:
-                results = [refresh(unit=s.unit, id_range=s.id_range, max_rows=bound) for s in units]
+                calls = [{"unit": s.unit, "id_range": s.id_range, "max_rows": bound} for s in units]
+                results = run_units(refresh, calls, workers)
         except TooManyRows as exc:
             n = min(MAX_SLICES, max(n * 2, n * slice_count(exc.rows, bound)))
             replans += 1

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from openverse_dataset.catalog.slices import workers_from_env
 from openverse_dataset.catalog.snapshot_marks import mark_to_json, snapshot_mark, snapshot_with_mark
 from openverse_dataset.defs.common import (
     OWNERS,
@@ -95,6 +96,7 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
             takedowns=layout.takedowns_file(media.name),
             progress=progress,
             opt_outs=opt_outs,
+            workers=workers_from_env(),  # a split provider's slices side by side (OPENVERSE_SLICE_WORKERS)
         )
         split = f" in {units} slices" if units > 1 else ""
         context.log.info(

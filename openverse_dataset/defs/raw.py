@@ -7,7 +7,7 @@ from typing import Literal
 import dagster as dg
 
 from openverse_dataset.catalog.refresh import full_every_from_env, overlap_from_env, refresh_raw
-from openverse_dataset.catalog.slices import max_rows_from_env, refresh_provider, summary
+from openverse_dataset.catalog.slices import max_rows_from_env, refresh_provider, summary, workers_from_env
 from openverse_dataset.catalog.watermarks import provider_watermark
 from openverse_dataset.defs.common import (
     CATALOG_POOL,
@@ -69,6 +69,7 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
 
         # Taken before the extract: a change during the extract moves the catalog past it and is seen next tick.
         watermark = provider_watermark(catalog.catalog_url(), media, provider)
+        workers = workers_from_env()  # slices side by side in worker processes: no progress callback crosses
         one_unit = partial(
             refresh_raw,
             catalog.catalog_url(),
@@ -84,11 +85,11 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
             ranges=config.ranges or None,
             batch_rows=config.batch_rows,
             shard_bytes=config.shard_mb * 1024 * 1024,
-            progress=progress,
+            progress=progress if workers == 1 else None,
         )
         bound = max_rows_from_env()
         sliced = refresh_provider(
-            catalog.catalog_url(), media, provider, data_dir.layout, bound=bound, refresh=one_unit
+            catalog.catalog_url(), media, provider, data_dir.layout, bound=bound, refresh=one_unit, workers=workers
         )
         units = sliced.results
         refresh = next((r for r in units if r.mode == "full"), units[0])  # the first full one says why

@@ -14,6 +14,7 @@ Raw batches are decoded one ahead in a thread, so Parquet decoding overlaps the 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -763,24 +764,34 @@ def _combine(media: MediaType, provider: str, results: list[CleanResult]) -> Cle
 
 
 def clean_provider(
-    layout: DataLayout, media: MediaType, provider: str, *, takedowns: Path | None = None, progress=None, **kw
+    layout: DataLayout,
+    media: MediaType,
+    provider: str,
+    *,
+    takedowns: Path | None = None,
+    progress=None,
+    workers: int = 1,
+    **kw,
 ) -> tuple[CleanResult, str, str, int]:
     """Clean one provider: as one unit, or slice by slice per its plan (catalog/slices.py), then assemble.
 
     Each slice is cleaned (incrementally when its raw refresh allows) into its own folders; the provider's clean
     and rejects folders are then its slices' files in slice order, switched in as one. Duplicates of
     (provider, foreign_identifier) are dropped within a slice: the catalog's unique index allows none within a
-    snapshot. Returns (result, mode, reason, number of units).
+    snapshot. With `workers` > 1, that many slices are cleaned at once in worker processes (no progress
+    callback then). Returns (result, mode, reason, number of units).
     """
-    from openverse_dataset.catalog.slices import provider_units, remove_other_slices
+    from openverse_dataset.catalog.slices import provider_units, remove_other_slices, run_units
 
     units = provider_units(layout, media.name, provider)
     if units is None:
         result, mode, why = refresh_clean(layout, media, provider, takedowns=takedowns, progress=progress, **kw)
         return result, mode, why, 1
     results, modes, whys = [], [], []
-    for s in units:
-        r, mode, why = refresh_clean(layout, media, provider, takedowns=takedowns, progress=progress, unit=s.unit, **kw)
+    one = functools.partial(
+        refresh_clean, layout, media, provider, takedowns=takedowns, progress=progress if workers == 1 else None, **kw
+    )
+    for s, (r, mode, why) in zip(units, run_units(one, [{"unit": s.unit} for s in units], workers), strict=True):
         results.append(r)
         modes.append(mode)
         if why:
