@@ -78,7 +78,15 @@ def run_cli(args: list[str], env: dict, log: Path) -> dict:
     cpu0 = _host_cpu()
     samples: list[tuple[float, float]] = []
     with open(log, "a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "openverse_dataset.cli", *args], env=env, stdout=out, stderr=out)
+        # Run from outside the checkout: `python -m` puts the working directory first on sys.path, so a CLI started
+        # in the repository would import this checkout's package even for the baseline build.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openverse_dataset.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=out,
+            cwd=Path(env["DAGSTER_HOME"]).parent,
+        )
         done = threading.Event()
 
         def sample() -> None:
@@ -441,6 +449,18 @@ def _builds(tmp: Path, base_env: dict, baseline_src: Path | None) -> dict[str, d
         env = base_env | {"OPENVERSE_DATA_DIR": str(tmp / name / "data"), "DAGSTER_HOME": str(tmp / name / "dagster")}
         if src is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src.resolve()), base_env.get("PYTHONPATH")]))
+        # Which package the builds really import (a baseline that silently ran this code compares nothing).
+        where = subprocess.run(
+            [sys.executable, "-c", "import openverse_dataset; print(openverse_dataset.__file__)"],
+            env=env,
+            cwd=tmp / name,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        want = (src.resolve() if src is not None else HERE.parent) / "openverse_dataset"
+        if not Path(where).is_relative_to(want):
+            raise SystemExit(f"the {name} build would import {where}, not the package under {want}")
         out[name] = env
     return out
 
