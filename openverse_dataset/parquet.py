@@ -449,19 +449,6 @@ def _first_key(path: Path, key: Sequence[str]) -> list:
     return [head.column(k)[0].as_py() for k in key]
 
 
-def _rows_with_ids(path: Path, ids: pa.Array, id_column: str) -> pa.Table | None:
-    """The rows of `path` whose `id_column` is in `ids` (reads that column a row group at a time, then only the
-    groups it hits); None when no row is."""
-    pf = pq.ParquetFile(path)
-    found = []
-    for g in range(pf.num_row_groups):
-        col = pf.read_row_group(g, columns=[id_column])[id_column]
-        mask = pc.is_in(col, value_set=ids.cast(col.type))
-        if pc.any(mask).as_py():
-            found.append(pf.read_row_group(g).filter(mask))
-    return pa.concat_tables(found) if found else None
-
-
 @dataclass
 class MergeStats:
     """What a merge did with the previous files: kept as they were, or decoded and written again."""
@@ -517,12 +504,33 @@ def merge_into(
 
 def _untouched(path: Path, part: pa.Table, key: Sequence[str], drop: pa.Array, drop_column: str) -> bool:
     """Whether merging `part` into the file (dropping `drop`) leaves its rows exactly as they are: every dropped row
-    it holds comes back unchanged in `part`, and `part` holds nothing else."""
-    hit = _rows_with_ids(path, drop, drop_column) if len(drop) else None
-    if hit is None:
-        return part.num_rows == 0
-    if hit.num_rows != part.num_rows:
+    it holds comes back unchanged in `part`, and `part` holds nothing else.
+
+    Cheapest test first, so that a file a change does reach costs little more than its rewrite: a new row in
+    `part` decides at once; then the file's identifiers are read one row group at a time, stopping as soon as it
+    holds more dropped rows than `part` brings back; only when the counts match are those rows read and compared.
+    """
+    if part.num_rows and not len(drop):
         return False
-    old = sort_by_key(hit, key).combine_chunks()
+    if part.num_rows and not pc.all(pc.is_in(part[drop_column], value_set=drop.cast(part[drop_column].type))).as_py():
+        return False  # a row that was not in the partition sorts into this file
+    pf = pq.ParquetFile(path)
+    hit: list[tuple[int, pa.Array]] = []
+    found = 0
+    if len(drop):
+        for g in range(pf.num_row_groups):
+            col = pf.read_row_group(g, columns=[drop_column])[drop_column]
+            mask = pc.is_in(col, value_set=drop.cast(col.type))
+            n = pc.sum(mask).as_py() or 0
+            if n:
+                found += n
+                if found > part.num_rows:
+                    return False  # a row of this file is dropped for good
+                hit.append((g, mask))
+    if found != part.num_rows:
+        return False
+    if not found:
+        return True
+    old = sort_by_key(pa.concat_tables([pf.read_row_group(g).filter(mask) for g, mask in hit]), key).combine_chunks()
     new = part.select(old.schema.names).cast(old.schema).combine_chunks()
     return old.equals(new)
