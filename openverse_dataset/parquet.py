@@ -461,6 +461,11 @@ class MergeStats:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def add(self, other: MergeStats) -> None:
+        """Sum another merge's counts into these (a provider's slices, a partition's license folders)."""
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
 
 def merge_into(
     writer: ShardWriter,

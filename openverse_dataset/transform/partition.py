@@ -681,12 +681,12 @@ def _clean_changes(
         folders = sorted({f.parent.name for f in prev_clean} | set(cpass.spools))
         deltas = {f: _table(cpass.spools[f].batches(), cpass.schema) for f in folders if f in cpass.spools}
         writers_by_folder = {f: new_writer(f) for f in folders}
-        merged = MergeStats()
+        stats_by_folder: dict[str, MergeStats] = {}  # one entry per folder: no two threads update one object
 
         def merge_folder(folder: str) -> list[ShardInfo]:
             # Shards the change does not touch are linked as they are; the others are merged and written again.
             writer = writers_by_folder[folder]
-            stats = merge_into(
+            stats_by_folder[folder] = merge_into(
                 writer,
                 sorted((clean_dir / folder).glob("part-*.parquet")),
                 deltas.get(folder, cpass.schema.empty_table()),
@@ -694,8 +694,6 @@ def _clean_changes(
                 affected,
                 lambda f: _file_batches([f], cpass.schema, MERGE_BATCH_ROWS),
             )
-            for k, v in stats.as_dict().items():
-                setattr(merged, k, getattr(merged, k) + v)
             return writer.close()
 
         # As in the full clean: license folders are independent files, two at a time.
@@ -735,7 +733,9 @@ def _clean_changes(
     result.by_source.update(dict(reasons["source"].fill_null(provider).value_counts().iter_rows()))
     result.rows_in = result.kept + result.rejected_total
     result.rows_cleaned = rows_cleaned
-    result.merge = merged
+    result.merge = MergeStats()
+    for stats in stats_by_folder.values():
+        result.merge.add(stats)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -758,8 +758,7 @@ def _combine(media: MediaType, provider: str, results: list[CleanResult]) -> Cle
         out.rows_cleaned += r.rows_cleaned or 0
         if r.merge is not None:
             out.merge = out.merge or MergeStats()
-            for k, v in r.merge.as_dict().items():
-                setattr(out.merge, k, getattr(out.merge, k) + v)
+            out.merge.add(r.merge)
     return out
 
 
