@@ -443,10 +443,22 @@ def layout_settings(settings: dict) -> dict:
     return {**settings, "boundary_rule": BOUNDARY_RULE, "writer": options, "pyarrow": pa.__version__}
 
 
-def _first_key(path: Path, key: Sequence[str]) -> list:
+def identifier_groups(
+    files: Sequence[Path], column: str = "identifier"
+) -> Iterator[tuple[pq.ParquetFile, int, pa.ChunkedArray]]:
+    """(file, row group, its `column`) for every row group: lookups by identifier read one group's column at a
+    time, never the partition's identifiers (~45 bytes each, ~250 MB at 5.6M rows)."""
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for g in range(pf.num_row_groups):
+            yield pf, g, pf.read_row_group(g, columns=[column])[column]
+
+
+def _head(path: Path, key: Sequence[str]) -> tuple[list, int]:
+    """A shard's first key value and its rows, from one footer read and its first row group's key columns."""
     pf = pq.ParquetFile(path)
     head = pf.read_row_group(0, columns=list(key)).slice(0, 1)
-    return [head.column(k)[0].as_py() for k in key]
+    return [head.column(k)[0].as_py() for k in key], pf.metadata.num_rows
 
 
 @dataclass
@@ -488,11 +500,10 @@ def merge_into(
     stats = MergeStats()
     delta = sort_by_key(delta, key)
     drop = drop if drop is not None else pa.array([], pa.string())
-    firsts = [_first_key(f, key) for f in files]
-    for i, f in enumerate(files):
-        n = _at_or_before(delta, key, firsts[i + 1], inclusive=False) if i + 1 < len(files) else delta.num_rows
+    heads = [_head(f, key) for f in files]
+    for i, (f, (_, rows)) in enumerate(zip(files, heads, strict=True)):
+        n = _at_or_before(delta, key, heads[i + 1][0], inclusive=False) if i + 1 < len(files) else delta.num_rows
         part, delta = delta.slice(0, n), delta.slice(n)
-        rows = pq.ParquetFile(f).metadata.num_rows
         if writer.at_boundary() and _untouched(f, part, key, drop, drop_column):
             writer.adopt(f, rows)
             stats.files_kept += 1
@@ -515,27 +526,25 @@ def _untouched(path: Path, part: pa.Table, key: Sequence[str], drop: pa.Array, d
     `part` decides at once; then the file's identifiers are read one row group at a time, stopping as soon as it
     holds more dropped rows than `part` brings back; only when the counts match are those rows read and compared.
     """
-    if part.num_rows and not len(drop):
-        return False
-    if part.num_rows and not pc.all(pc.is_in(part[drop_column], value_set=drop.cast(part[drop_column].type))).as_py():
+    if not len(drop):
+        return part.num_rows == 0
+    drop = drop.cast(pa.large_string())
+    if part.num_rows and not pc.all(pc.is_in(part[drop_column], value_set=drop)).as_py():
         return False  # a row that was not in the partition sorts into this file
-    pf = pq.ParquetFile(path)
-    hit: list[tuple[int, pa.Array]] = []
+    hit: list[tuple[pq.ParquetFile, int, pa.Array]] = []
     found = 0
-    if len(drop):
-        for g in range(pf.num_row_groups):
-            col = pf.read_row_group(g, columns=[drop_column])[drop_column]
-            mask = pc.is_in(col, value_set=drop.cast(col.type))
-            n = pc.sum(mask).as_py() or 0
-            if n:
-                found += n
-                if found > part.num_rows:
-                    return False  # a row of this file is dropped for good
-                hit.append((g, mask))
+    for pf, g, col in identifier_groups([path], drop_column):
+        mask = pc.is_in(col, value_set=drop)
+        n = pc.sum(mask).as_py() or 0
+        if n:
+            found += n
+            if found > part.num_rows:
+                return False  # a row of this file is dropped for good
+            hit.append((pf, g, mask))
     if found != part.num_rows:
         return False
     if not found:
         return True
-    old = sort_by_key(pa.concat_tables([pf.read_row_group(g).filter(mask) for g, mask in hit]), key).combine_chunks()
+    old = sort_by_key(pa.concat_tables([pf.read_row_group(g).filter(m) for pf, g, m in hit]), key).combine_chunks()
     new = part.select(old.schema.names).cast(old.schema).combine_chunks()
     return old.equals(new)

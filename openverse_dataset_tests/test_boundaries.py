@@ -124,7 +124,7 @@ def test_boundaries_depend_on_the_rows_only_and_fall_back_into_step(tmp_path: Pa
     assert after[-(len(before) - 2) :] == before[2:]
 
 
-def _change(table: pa.Table, kind: str, seed: int = 7) -> tuple[pa.Table, list[str]]:
+def _change(table: pa.Table, kind: str, files: list[Path], seed: int = 7) -> tuple[pa.Table, list[str]]:
     """(delta rows, identifiers to drop) for one kind of change, as a raw refresh reads it: every changed row's
     identifier is dropped and the row comes back in the delta."""
     rng = random.Random(seed)
@@ -151,7 +151,7 @@ def _change(table: pa.Table, kind: str, seed: int = 7) -> tuple[pa.Table, list[s
         moved = [dict(r, created_on=T0 + timedelta(days=400)) for r in rows[100:105]]
         delta, drop = moved, [r["identifier"] for r in moved]
     elif kind == "file_edges":  # the first row of the second file and the last row of the first
-        w_first = pq.ParquetFile(_FIRST_SECOND[0]).read_row_group(0).slice(0, 1).to_pylist()[0]
+        w_first = pq.ParquetFile(files[1]).read_row_group(0).slice(0, 1).to_pylist()[0]
         i = ids.index(w_first["identifier"])
         drop = [ids[i], ids[i - 1]]
         delta = [dict(rows[i - 1], title="edge")]
@@ -167,9 +167,6 @@ def _change(table: pa.Table, kind: str, seed: int = 7) -> tuple[pa.Table, list[s
     return pa.Table.from_pylist(delta, schema=SCHEMA), drop
 
 
-_FIRST_SECOND: list[Path] = []
-
-
 @pytest.mark.parametrize(
     "kind", ["nothing", "overlap", "clustered", "random", "moves", "file_edges", "before_everything", "all_gone"]
 )
@@ -177,8 +174,7 @@ def test_merge_equals_a_from_scratch_write_and_keeps_untouched_files(tmp_path: P
     table = _rows(N, nulls=7)
     _write(tmp_path / "prev", table)
     files = sorted((tmp_path / "prev").glob("part-*.parquet"))
-    _FIRST_SECOND[:] = [files[1]]
-    delta, drop = _change(table, kind)
+    delta, drop = _change(table, kind, files)
     drop_arr = pa.array(drop, pa.large_string())
     expected = sort_by_key(
         pa.concat_tables([table.filter(pc.invert(pc.is_in(table["identifier"], value_set=drop_arr))), delta]),

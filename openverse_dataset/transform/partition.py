@@ -44,6 +44,7 @@ from openverse_dataset.parquet import (
     MergeStats,
     ShardInfo,
     ShardWriter,
+    identifier_groups,
     large_types,
     layout_settings,
     merge_into,
@@ -489,21 +490,12 @@ def _ids(files: list[Path], columns: list[str]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in columns})
 
 
-def _identifier_groups(files: list[Path]) -> Iterator[tuple[pq.ParquetFile, int, pa.ChunkedArray]]:
-    """(file, row group, its identifier column) for every row group: lookups by identifier read one group's
-    column at a time, never the partition's identifiers (~45 bytes each, ~250 MB at 5.6M rows)."""
-    for f in files:
-        pf = pq.ParquetFile(f)
-        for g in range(pf.num_row_groups):
-            yield pf, g, pf.read_row_group(g, columns=["identifier"])["identifier"]
-
-
 def _ids_among(files: list[Path], values: pl.Series) -> pl.Series:
     """The identifiers of these files that are in `values` (a takedown list: small), a row group at a time."""
     hits: list[pa.Array] = []
     if len(values):
         wanted = values.to_arrow()
-        for _, _, col in _identifier_groups(files):
+        for _, _, col in identifier_groups(files):
             mask = pc.is_in(col, value_set=wanted.cast(col.type))
             if pc.any(mask).as_py():
                 hits.append(col.filter(mask).cast(pa.string()).combine_chunks())
@@ -525,7 +517,7 @@ def _rows_by_id(files: list[Path], ids: pa.Array, schema: pa.Schema) -> pa.Table
     """Raw rows with these identifiers: reads the identifier column of each row group, then only the groups hit."""
     out = []
     if len(ids):
-        for pf, g, col in _identifier_groups(files):
+        for pf, g, col in identifier_groups(files):
             mask = pc.is_in(col, value_set=ids)
             if pc.any(mask).as_py():
                 out.append(pf.read_row_group(g).filter(mask).cast(schema))
