@@ -419,7 +419,10 @@ def rows_read(data: Path) -> dict:
     out = {}
     for f in sorted(data.glob("changes/image/*/changes.json")):
         meta = json.loads(f.read_text())
-        keys = ("mode", "read", "changed", "deleted", "moved", "files_kept", "files_rewritten")
+        keys = (
+            "mode", "read", "changed", "deleted", "moved", "files_kept", "files_rewritten", "groups_copied",
+            "rows_copied", "rows_rewritten",
+        )  # fmt: skip
         out[f.parent.name] = {k: meta.get(k) for k in keys}
     return out
 

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from openverse_dataset import progress
+from openverse_dataset.rowgroups import Group, GroupFile, empty_footer, encode_group, groups_of, read_footer
 
 DEFAULT_ROW_GROUP_ROWS = 100_000  # the most rows in a row group (content-defined cuts average about half)
 # Raw extracts (internal files, read only by the clean step): 25k-row groups. The writer holds one group being
@@ -40,7 +41,7 @@ ORDER_KEY = ("created_on", "identifier")
 # The column whose values decide where row groups and shards end (content-defined: see `ShardWriter`).
 CUT_COLUMN = "identifier"
 # Bump when the boundary rule or the shard size semantics change: outputs of another layout are never merged into.
-BOUNDARY_RULE = "cdc1"
+BOUNDARY_RULE = "cdc2"  # cdc2: shard ends by a hash of the group's footer entry; files assembled by rowgroups.py
 
 WRITER_OPTIONS = {
     "compression": "zstd",
@@ -107,11 +108,13 @@ class ShardWriter:
     Where a row group or a shard ends depends only on the rows since the shard began, never on their position in
     the partition: a row group ends after a row whose `CUT_COLUMN` hash matches once it holds a quarter of
     `row_group_rows` (at `row_group_rows`, or when its text reaches `row_group_bytes`, at the latest), and a shard
-    ends after a row group whose last row's hash matches once the shard is a quarter of `shard_bytes` (with a
+    ends after a row group whose footer entry hashes to a match once the shard is a quarter of `shard_bytes` (with a
     chance proportional to the group's bytes; at `shard_bytes` at the latest). So after an insertion or a removal
     the boundaries fall back into step within a group or a shard, and every later page and file keeps its bytes:
-    the Hub's chunk deduplication sees them unchanged, and a merge can keep an untouched file as it is
-    (`merge_into`). Without a `CUT_COLUMN` in the schema, row groups are cut at `row_group_rows` as before.
+    the Hub's chunk deduplication sees them unchanged, and a merge can keep an untouched file as it is, and an
+    untouched row group of a touched file (`merge_into`). Each group is encoded by pyarrow on its own and the
+    files are assembled by `rowgroups.GroupFile`, so a group copied from a previous file and the same rows encoded
+    again give the same bytes. Without a `CUT_COLUMN` in the schema, row groups are cut at `row_group_rows`.
     """
 
     def __init__(
@@ -142,8 +145,9 @@ class ShardWriter:
         self._pending_rows = 0
         self._sizes: list[np.ndarray] = []  # each pending row's text bytes, in row order
         self._hashes: list[np.ndarray] = []  # each pending row's cut hash, in row order
-        self._writer: pq.ParquetWriter | None = None
-        self._sink: pa.NativeFile | None = None
+        self._file: GroupFile | None = None
+        self._template: list | None = None  # the footer every shard of this schema gets (`empty_footer`)
+        self._scratch = self.folder / f".{prefix}-group.tmp"  # each row group is encoded here, then copied
         self._rows_in_shard = 0
         self.rows = 0
 
@@ -203,51 +207,85 @@ class ShardWriter:
         self._pending_rows = tail.num_rows
         rest = np.concatenate(self._sizes)[n:]
         self._sizes = [rest] if len(rest) else []
-        last_hash = None
         if self._cut_column is not None:
             hashes = np.concatenate(self._hashes)
-            last_hash = int(hashes[n - 1])
             self._hashes = [hashes[n:]] if len(hashes) > n else []
         del tail
-        if self._writer is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / self._next_name()
-            self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
-            sort = {"sorting_columns": self.sorting} if self.sorting else {}
-            self._writer = pq.ParquetWriter(self._sink, self.schema, **writer_options(self.schema), **sort)
-        before = self._sink.tell()
-        self._writer.write_table(group, row_group_size=n)
+        sort = {"sorting_columns": self.sorting} if self.sorting else {}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        encoded = encode_group(group, self.schema, self._scratch, **writer_options(self.schema), **sort)
         del group
-        self._rows_in_shard += n
-        self.rows += n
-        if self._shard_ends(self._sink.tell(), self._sink.tell() - before, last_hash):
+        self._append(encoded)
+
+    def _append(self, group: Group) -> None:
+        """Place an encoded or copied row group at the end of the open shard (opening one), then end the shard
+        where the rule says."""
+        if self._file is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if self._template is None:
+                self._template = empty_footer(self.schema, **writer_options(self.schema))
+            self._file = GroupFile(self.folder / self._next_name(), self._template)
+        size = self._file.append(group)
+        self._rows_in_shard += group.rows
+        self.rows += group.rows
+        if self._shard_ends(size, group.size, group.fingerprint):
             self._close_shard()
 
-    def _shard_ends(self, size: int, group_bytes: int, last_hash: int | None) -> bool:
+    def _shard_ends(self, size: int, group_bytes: int, fingerprint: int) -> bool:
         """Whether the shard ends after this row group: at `shard_bytes`, or past a quarter of it when the group's
-        last row's hash (its high 32 bits, independent of the row-group cut) falls under the group's share of a
-        quarter: about one cut per quarter `shard_bytes` of groups, so shards average about half of it."""
+        fingerprint (`rowgroups.Group.fingerprint`, a 32-bit hash of its footer entry) falls under the group's
+        share of a quarter: about one cut per quarter `shard_bytes` of groups, so shards average about half of it.
+        It depends on the group's rows alone, so a copied group decides exactly as the same rows encoded again."""
         if size >= self.shard_bytes:
             return True
         quarter = self.shard_bytes // 4
-        if last_hash is None or size < quarter:
+        if self._cut_column is None or size < quarter:
             return False
-        return (last_hash >> 32) * quarter < group_bytes << 32
+        return fingerprint * quarter < group_bytes << 32
 
     def _next_name(self) -> str:
         return f"{self.prefix}-{len(self.shards):05d}.parquet"
 
     def _close_shard(self) -> None:
-        assert self._writer is not None and self._sink is not None
-        self._writer.close()
-        size = self._sink.tell()
-        self._sink.close()
+        assert self._file is not None
+        size = self._file.close()
         self.shards.append(ShardInfo(self._next_name(), self._rows_in_shard, size))
-        self._writer, self._sink, self._rows_in_shard = None, None, 0
+        self._file, self._rows_in_shard = None, 0
 
     def at_boundary(self) -> bool:
         """No shard open and no row pending: the next row starts a shard, as it would after a content-defined end."""
-        return self._writer is None and not self._pending_rows
+        return self._file is None and not self._pending_rows
+
+    @property
+    def cut_column(self) -> str | None:
+        """The column whose values cut row groups (`CUT_COLUMN` when the schema has it)."""
+        return self._cut_column
+
+    def at_group_boundary(self) -> bool:
+        """No row pending: the next row starts a row group."""
+        return not self._pending_rows
+
+    def ends_itself(self, ids: pa.Array | pa.ChunkedArray) -> bool:
+        """Whether a row group of these `CUT_COLUMN` values (in row order), written by this writer's rules, ended
+        where it did whatever row came next: at a content-defined cut (its last row's hash matches) or at
+        `row_group_rows`. Only such a group can be copied (`copy_group`): one ended by the text-bytes bound
+        depends on the size of the row after it."""
+        n = len(ids)
+        if self._cut_column is None or n == 0:
+            return False
+        if n == self.row_group_rows:
+            return True
+        return n >= self._min_rows and int(cut_hashes(ids[n - 1 :])[0]) % self._cut_every == 0
+
+    def copy_group(self, group: Group) -> None:
+        """Take a row group of a previous shard as the next one, byte for byte, without decoding it.
+
+        Only valid `at_group_boundary` and for a group that `ends_itself` and whose rows are exactly what would
+        be written next (the caller checks; `merge_into` does): the writer would then encode the same rows into
+        the same group bytes.
+        """
+        assert self.at_group_boundary(), "copy_group() between row groups only"
+        self._append(group)
 
     def adopt(self, path: Path, rows: int) -> None:
         """Take an existing shard as the next one, by hard link (a copy across file systems), without decoding it.
@@ -271,18 +309,17 @@ class ShardWriter:
         """Write what is buffered and close the open shard; returns every shard written."""
         while (n := self._next_group(final=True)) is not None:
             self._flush(n)
-        if self._writer is not None:
+        if self._file is not None:
             self._close_shard()
+        self._scratch.unlink(missing_ok=True)
         return self.shards
 
     def abort(self) -> None:
         """Close handles after a failure (the caller discards the staging folder)."""
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._sink.close()
-            self._writer = None
+        if self._file is not None:
+            self._file.abort()
+            self._file = None
+        self._scratch.unlink(missing_ok=True)
 
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -463,12 +500,15 @@ def _head(path: Path, key: Sequence[str]) -> tuple[list, int]:
 
 @dataclass
 class MergeStats:
-    """What a merge did with the previous files: kept as they were, or decoded and written again."""
+    """What a merge did with the previous files: kept as they were, or decoded and written again (in part: the
+    untouched row groups of a rewritten file are copied byte for byte)."""
 
     files_kept: int = 0
     files_rewritten: int = 0
     rows_kept: int = 0
-    rows_rewritten: int = 0
+    rows_rewritten: int = 0  # rows decoded and encoded again
+    groups_copied: int = 0  # row groups of rewritten files copied as they were
+    rows_copied: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -479,23 +519,30 @@ class MergeStats:
             setattr(self, k, getattr(self, k) + v)
 
 
+Reader = Callable[[Path, list[int]], Iterable[pa.RecordBatch]]
+
+
 def merge_into(
     writer: ShardWriter,
     files: Sequence[Path],
     delta: pa.Table,
     key: Sequence[str],
     drop: pa.Array | None,
-    read: Callable[[Path], Iterable[pa.RecordBatch]],
+    read: Reader,
     drop_column: str = "identifier",
 ) -> MergeStats:
-    """`merge_sorted` of the previous shards `files` (in order) with `delta`, keeping untouched shards as they are.
+    """`merge_sorted` of the previous shards `files` (in order) with `delta`, keeping untouched shards as they are
+    and copying the untouched row groups of the others.
 
     A shard is untouched when no row of it is dropped or replaced by a different row, and no new row sorts into
     its key range (from its first row to the next shard's first row). Because `writer` cuts shards at
     content-defined points, such a shard reached while the writer is between shards is exactly the file the writer
-    would write from its rows, so it is linked, not decoded and encoded again: the result is byte-identical to
-    writing every row (the tests compare the two), at a cost proportional to the shards the change touches. The
-    last shard is kept only when nothing sorts after it (rows appended to the end make it longer).
+    would write from its rows, so it is linked, not decoded and encoded again. Within a touched shard the same
+    holds one level down: an untouched row group reached while the writer is between groups, and that ended at a
+    cut of its own (`ShardWriter.ends_itself`), is copied byte for byte; the others are decoded (`read(file,
+    [group])`), merged and encoded. The result is byte-identical to writing every row (the tests compare the
+    two), at a cost proportional to the row groups the change touches. The last shard is kept only when nothing
+    sorts after it (rows appended to the end make it longer).
     """
     stats = MergeStats()
     delta = sort_by_key(delta, key)
@@ -509,22 +556,73 @@ def merge_into(
             stats.files_kept += 1
             stats.rows_kept += rows
             continue
-        for table in merge_sorted(read(f), part, key, drop, drop_column):
-            writer.write(table)
+        copied = _merge_file(writer, f, part, key, drop, drop_column, read, stats)
         stats.files_rewritten += 1
-        stats.rows_rewritten += rows
+        stats.rows_rewritten += rows - copied
     if delta.num_rows:  # no previous file at all
         writer.write(delta)
     return stats
 
 
+def _merge_file(
+    writer: ShardWriter,
+    path: Path,
+    part: pa.Table,
+    key: Sequence[str],
+    drop: pa.Array,
+    drop_column: str,
+    read: Reader,
+    stats: MergeStats,
+) -> int:
+    """Merge `part` into one previous shard group by group; returns the rows copied without decoding."""
+    pf = pq.ParquetFile(path)
+    cut = writer.cut_column
+    columns = list(dict.fromkeys([*key, drop_column, *([cut] if cut else [])]))
+    keyed = [pf.read_row_group(g, columns=columns) for g in range(pf.num_row_groups)]
+    firsts = [[t.column(k)[0].as_py() for k in key] for t in keyed]
+    copied = 0
+    with open(path, "rb") as fh:
+        footer = None
+        for g, t in enumerate(keyed):
+            n = _at_or_before(part, key, firsts[g + 1], inclusive=False) if g + 1 < len(keyed) else part.num_rows
+            gpart, part = part.slice(0, n), part.slice(n)
+            ids = t.column(drop_column)
+            if (
+                cut
+                and writer.at_group_boundary()
+                and writer.ends_itself(t.column(cut))
+                and _unchanged_rows(gpart, key, drop, drop_column, [(pf, g, ids)])
+            ):
+                footer = footer if footer is not None else read_footer(fh)
+                writer.copy_group(groups_of(fh, footer, path, [g])[0])
+                stats.groups_copied += 1
+                stats.rows_copied += len(ids)
+                copied += len(ids)
+                continue
+            for table in merge_sorted(read(path, [g]), gpart, key, drop, drop_column):
+                writer.write(table)
+    return copied
+
+
 def _untouched(path: Path, part: pa.Table, key: Sequence[str], drop: pa.Array, drop_column: str) -> bool:
-    """Whether merging `part` into the file (dropping `drop`) leaves its rows exactly as they are: every dropped row
-    it holds comes back unchanged in `part`, and `part` holds nothing else.
+    """Whether merging `part` into the file (dropping `drop`) leaves its rows exactly as they are."""
+    return _unchanged_rows(part, key, drop, drop_column, identifier_groups([path], drop_column))
+
+
+def _unchanged_rows(
+    part: pa.Table,
+    key: Sequence[str],
+    drop: pa.Array,
+    drop_column: str,
+    groups: Iterable[tuple[pq.ParquetFile, int, pa.ChunkedArray]],
+) -> bool:
+    """Whether merging `part` into these row groups (dropping `drop`) leaves their rows exactly as they are: every
+    dropped row they hold comes back unchanged in `part`, and `part` holds nothing else.
 
     Cheapest test first, so that a file a change does reach costs little more than its rewrite: a new row in
-    `part` decides at once; then the file's identifiers are read one row group at a time, stopping as soon as it
-    holds more dropped rows than `part` brings back; only when the counts match are those rows read and compared.
+    `part` decides at once; then the groups' identifiers are looked at one group at a time, stopping as soon as
+    they hold more dropped rows than `part` brings back; only when the counts match are those rows read and
+    compared.
     """
     if not len(drop):
         return part.num_rows == 0
@@ -533,7 +631,7 @@ def _untouched(path: Path, part: pa.Table, key: Sequence[str], drop: pa.Array, d
         return False  # a row that was not in the partition sorts into this file
     hit: list[tuple[pq.ParquetFile, int, pa.Array]] = []
     found = 0
-    for pf, g, col in identifier_groups([path], drop_column):
+    for pf, g, col in groups:
         mask = pc.is_in(col, value_set=drop)
         n = pc.sum(mask).as_py() or 0
         if n:

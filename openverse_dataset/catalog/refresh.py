@@ -312,10 +312,10 @@ def read_changes(
     }
 
 
-def _raw_batches(files: list[Path], schema: pa.Schema, batch_rows: int = 20_000):
+def _raw_batches(files: list[Path], schema: pa.Schema, batch_rows: int = 20_000, row_groups: list[int] | None = None):
     for f in files:
         pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
-        for batch in pf.iter_batches(batch_size=batch_rows, use_threads=False):
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=row_groups, use_threads=False):
             yield batch.cast(schema)
 
 
@@ -421,10 +421,16 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
     out = layout.staging_dir(f"raw-{media.name}")
     writer = ShardWriter(out, media.raw_schema, sorting=ORDER_KEY, **settings)
     try:
-        # Files the change does not touch are linked as they are; the others are decoded one batch ahead in a
-        # thread (both sides release the GIL), as in the clean step, merged and written again.
+        # Files the change does not touch are linked as they are, and untouched row groups of the others copied;
+        # touched groups are decoded one batch ahead in a thread (both sides release the GIL), as in the clean
+        # step, merged and written again.
         merged = merge_into(
-            writer, files, changed, ORDER_KEY, removed, lambda f: _prefetched(_raw_batches([f], media.raw_schema))
+            writer,
+            files,
+            changed,
+            ORDER_KEY,
+            removed,
+            lambda f, groups: _prefetched(_raw_batches([f], media.raw_schema, row_groups=groups)),
         )
         shards = writer.close()
         out.mkdir(parents=True, exist_ok=True)

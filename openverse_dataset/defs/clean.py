@@ -124,6 +124,7 @@ def clean_assets(media: MediaType) -> dg.AssetsDefinition:
                 # An incremental clean keeps the shards the change does not touch, byte for byte.
                 "shards_kept": r.merge.files_kept if r.merge else 0,
                 "shards_rewritten": r.merge.files_rewritten if r.merge else 0,
+                "row_groups_copied": r.merge.groups_copied if r.merge else 0,  # of the rewritten shards
                 "rejected_by_reason": counts_table(r.rejected, "reason", REJECT_REASONS),
                 "repairs_by_rule": counts_table(r.repairs, "rule", REPAIRS),
                 "repairs": sum(r.repairs.values()),

@@ -131,6 +131,8 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
                 # An incremental merge keeps the files the change does not touch, byte for byte.
                 "shards_kept": sum(r.extra.get("files_kept", 0) for r in units),
                 "shards_rewritten": sum(r.extra.get("files_rewritten", 0) for r in units),
+                # ... and in the rewritten ones, the row groups it does not touch
+                "row_groups_copied": sum(r.extra.get("groups_copied", 0) for r in units),
                 "timestamps_out_of_range": total["timestamps_out_of_range"],  # extracted as NULL
                 "snapshot_rows": total["snapshot_rows"],
                 # Bounded partitions: each unit held its own snapshot of at most `partition_max_rows` rows.
