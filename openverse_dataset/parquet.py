@@ -41,7 +41,7 @@ ORDER_KEY = ("created_on", "identifier")
 # The column whose values decide where row groups and shards end (content-defined: see `ShardWriter`).
 CUT_COLUMN = "identifier"
 # Bump when the boundary rule or the shard size semantics change: outputs of another layout are never merged into.
-BOUNDARY_RULE = "cdc2"  # cdc2: shard ends by a hash of the group's footer entry; files assembled by rowgroups.py
+BOUNDARY_RULE = "cdc1"
 
 WRITER_OPTIONS = {
     "compression": "zstd",
@@ -108,13 +108,14 @@ class ShardWriter:
     Where a row group or a shard ends depends only on the rows since the shard began, never on their position in
     the partition: a row group ends after a row whose `CUT_COLUMN` hash matches once it holds a quarter of
     `row_group_rows` (at `row_group_rows`, or when its text reaches `row_group_bytes`, at the latest), and a shard
-    ends after a row group whose footer entry hashes to a match once the shard is a quarter of `shard_bytes` (with a
+    ends after a row group whose last row's hash matches once the shard is a quarter of `shard_bytes` (with a
     chance proportional to the group's bytes; at `shard_bytes` at the latest). So after an insertion or a removal
     the boundaries fall back into step within a group or a shard, and every later page and file keeps its bytes:
     the Hub's chunk deduplication sees them unchanged, and a merge can keep an untouched file as it is, and an
-    untouched row group of a touched file (`merge_into`). Each group is encoded by pyarrow on its own and the
-    files are assembled by `rowgroups.GroupFile`, so a group copied from a previous file and the same rows encoded
-    again give the same bytes. Without a `CUT_COLUMN` in the schema, row groups are cut at `row_group_rows`.
+    untouched row group of a touched file (`merge_into`): a shard it copies groups into is assembled by
+    `rowgroups.GroupFile` from copied groups and groups pyarrow encoded on their own, which gives the bytes
+    pyarrow writes for the same rows. Without a `CUT_COLUMN` in the schema, row groups are cut at
+    `row_group_rows`.
     """
 
     def __init__(
@@ -145,9 +146,14 @@ class ShardWriter:
         self._pending_rows = 0
         self._sizes: list[np.ndarray] = []  # each pending row's text bytes, in row order
         self._hashes: list[np.ndarray] = []  # each pending row's cut hash, in row order
+        # A shard is written by pyarrow directly (`_writer`), or, when a merge copies row groups into it,
+        # assembled group by group (`_file`, `rowgroups.GroupFile`): the two give the same bytes (tested).
+        self.assemble = False  # how the next shard is written; set by `merge_into`
+        self._writer: pq.ParquetWriter | None = None
+        self._sink: pa.NativeFile | None = None
         self._file: GroupFile | None = None
-        self._template: list | None = None  # the footer every shard of this schema gets (`empty_footer`)
-        self._scratch = self.folder / f".{prefix}-group.tmp"  # each row group is encoded here, then copied
+        self._template: list | None = None  # an assembled shard's footer before its groups (`empty_footer`)
+        self._scratch = self.folder / f".{prefix}-group.tmp"  # where an assembled shard's new groups are encoded
         self._rows_in_shard = 0
         self.rows = 0
 
@@ -207,63 +213,86 @@ class ShardWriter:
         self._pending_rows = tail.num_rows
         rest = np.concatenate(self._sizes)[n:]
         self._sizes = [rest] if len(rest) else []
+        last_hash = None
         if self._cut_column is not None:
             hashes = np.concatenate(self._hashes)
+            last_hash = int(hashes[n - 1])
             self._hashes = [hashes[n:]] if len(hashes) > n else []
         del tail
         sort = {"sorting_columns": self.sorting} if self.sorting else {}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        encoded = encode_group(group, self.schema, self._scratch, **writer_options(self.schema), **sort)
-        del group
-        self._append(encoded)
-
-    def _append(self, group: Group) -> None:
-        """Place an encoded or copied row group at the end of the open shard (opening one), then end the shard
-        where the rule says."""
-        if self._file is None:
+        options = {**writer_options(self.schema), **sort}
+        if self._writer is None and self._file is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            if self._template is None:
-                self._template = empty_footer(self.schema, **writer_options(self.schema))
-            self._file = GroupFile(self.folder / self._next_name(), self._template)
+            path = self.folder / self._next_name()
+            if self.assemble:
+                if self._template is None:
+                    self._template = empty_footer(self.schema, **options)
+                self._file = GroupFile(path, self._template)
+            else:
+                self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
+                self._writer = pq.ParquetWriter(self._sink, self.schema, **options)
+        if self._file is not None:
+            encoded = encode_group(group, self.schema, self._scratch, **options)
+            del group
+            self._append(encoded, last_hash)
+            return
+        before = self._sink.tell()
+        self._writer.write_table(group, row_group_size=n)
+        del group
+        self._rows_in_shard += n
+        self.rows += n
+        if self._shard_ends(self._sink.tell(), self._sink.tell() - before, last_hash):
+            self._close_shard()
+
+    def _append(self, group: Group, last_hash: int | None) -> None:
+        """Place an encoded or copied row group at the end of the assembled shard, then end the shard where the
+        rule says."""
         size = self._file.append(group)
         self._rows_in_shard += group.rows
         self.rows += group.rows
-        if self._shard_ends(size, group.size, group.fingerprint):
+        if self._shard_ends(size, group.size, last_hash):
             self._close_shard()
 
-    def _shard_ends(self, size: int, group_bytes: int, fingerprint: int) -> bool:
+    def _shard_ends(self, size: int, group_bytes: int, last_hash: int | None) -> bool:
         """Whether the shard ends after this row group: at `shard_bytes`, or past a quarter of it when the group's
-        fingerprint (`rowgroups.Group.fingerprint`, a 32-bit hash of its footer entry) falls under the group's
-        share of a quarter: about one cut per quarter `shard_bytes` of groups, so shards average about half of it.
-        It depends on the group's rows alone, so a copied group decides exactly as the same rows encoded again."""
+        last row's hash (its high 32 bits, independent of the row-group cut) falls under the group's share of a
+        quarter: about one cut per quarter `shard_bytes` of groups, so shards average about half of it."""
         if size >= self.shard_bytes:
             return True
         quarter = self.shard_bytes // 4
-        if self._cut_column is None or size < quarter:
+        if last_hash is None or size < quarter:
             return False
-        return fingerprint * quarter < group_bytes << 32
+        return (last_hash >> 32) * quarter < group_bytes << 32
 
     def _next_name(self) -> str:
         return f"{self.prefix}-{len(self.shards):05d}.parquet"
 
     def _close_shard(self) -> None:
-        assert self._file is not None
-        size = self._file.close()
+        if self._file is not None:
+            size = self._file.close()
+        else:
+            assert self._writer is not None and self._sink is not None
+            self._writer.close()
+            size = self._sink.tell()
+            self._sink.close()
         self.shards.append(ShardInfo(self._next_name(), self._rows_in_shard, size))
-        self._file, self._rows_in_shard = None, 0
+        self._writer, self._sink, self._file, self._rows_in_shard = None, None, None, 0
 
     def at_boundary(self) -> bool:
         """No shard open and no row pending: the next row starts a shard, as it would after a content-defined end."""
-        return self._file is None and not self._pending_rows
+        return self._writer is None and self._file is None and not self._pending_rows
+
+    def can_copy(self) -> bool:
+        """Whether `copy_group` may be called now: between row groups of an assembled shard, or between shards
+        with `assemble` set."""
+        if self._pending_rows:
+            return False
+        return self._file is not None or (self._writer is None and self.assemble)
 
     @property
     def cut_column(self) -> str | None:
         """The column whose values cut row groups (`CUT_COLUMN` when the schema has it)."""
         return self._cut_column
-
-    def at_group_boundary(self) -> bool:
-        """No row pending: the next row starts a row group."""
-        return not self._pending_rows
 
     def ends_itself(self, ids: pa.Array | pa.ChunkedArray) -> bool:
         """Whether a row group of these `CUT_COLUMN` values (in row order), written by this writer's rules, ended
@@ -277,15 +306,21 @@ class ShardWriter:
             return True
         return n >= self._min_rows and int(cut_hashes(ids[n - 1 :])[0]) % self._cut_every == 0
 
-    def copy_group(self, group: Group) -> None:
+    def copy_group(self, group: Group, last_hash: int) -> None:
         """Take a row group of a previous shard as the next one, byte for byte, without decoding it.
 
-        Only valid `at_group_boundary` and for a group that `ends_itself` and whose rows are exactly what would
-        be written next (the caller checks; `merge_into` does): the writer would then encode the same rows into
-        the same group bytes.
+        Only valid when `can_copy`, and for a group that `ends_itself` and whose rows are exactly what would be
+        written next (the caller checks; `merge_into` does): the writer would then encode the same rows into the
+        same group bytes. `last_hash`: the cut hash of its last row (decides the shard's end, as when written).
         """
-        assert self.at_group_boundary(), "copy_group() between row groups only"
-        self._append(group)
+        assert self.can_copy(), "copy_group() between row groups of an assembled shard only"
+        if self._file is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if self._template is None:
+                sort = {"sorting_columns": self.sorting} if self.sorting else {}
+                self._template = empty_footer(self.schema, **writer_options(self.schema), **sort)
+            self._file = GroupFile(self.folder / self._next_name(), self._template)
+        self._append(group, last_hash)
 
     def adopt(self, path: Path, rows: int) -> None:
         """Take an existing shard as the next one, by hard link (a copy across file systems), without decoding it.
@@ -309,7 +344,7 @@ class ShardWriter:
         """Write what is buffered and close the open shard; returns every shard written."""
         while (n := self._next_group(final=True)) is not None:
             self._flush(n)
-        if self._file is not None:
+        if self._writer is not None or self._file is not None:
             self._close_shard()
         self._scratch.unlink(missing_ok=True)
         return self.shards
@@ -319,6 +354,12 @@ class ShardWriter:
         if self._file is not None:
             self._file.abort()
             self._file = None
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._sink.close()
+            self._writer = None
         self._scratch.unlink(missing_ok=True)
 
 
@@ -580,24 +621,32 @@ def _merge_file(
     columns = list(dict.fromkeys([*key, drop_column, *([cut] if cut else [])]))
     keyed = [pf.read_row_group(g, columns=columns) for g in range(pf.num_row_groups)]
     firsts = [[t.column(k)[0].as_py() for k in key] for t in keyed]
+    parts = []
+    for g in range(len(keyed)):
+        n = _at_or_before(part, key, firsts[g + 1], inclusive=False) if g + 1 < len(keyed) else part.num_rows
+        parts.append(part.slice(0, n))
+        part = part.slice(n)
+    # Groups that could be copied: ended at a cut of their own, rows unchanged. Whether one is copied also
+    # depends on where the writer stands when it gets there.
+    copyable = [
+        bool(cut)
+        and writer.ends_itself(t.column(cut))
+        and _unchanged_rows(gpart, key, drop, drop_column, [(pf, g, t.column(drop_column))])
+        for g, (t, gpart) in enumerate(zip(keyed, parts, strict=True))
+    ]
+    if writer.at_boundary():  # a shard is assembled only when it may receive a copy (pyarrow writes the rest)
+        writer.assemble = any(copyable)
     copied = 0
     with open(path, "rb") as fh:
         footer = None
-        for g, t in enumerate(keyed):
-            n = _at_or_before(part, key, firsts[g + 1], inclusive=False) if g + 1 < len(keyed) else part.num_rows
-            gpart, part = part.slice(0, n), part.slice(n)
-            ids = t.column(drop_column)
-            if (
-                cut
-                and writer.at_group_boundary()
-                and writer.ends_itself(t.column(cut))
-                and _unchanged_rows(gpart, key, drop, drop_column, [(pf, g, ids)])
-            ):
+        for g, (t, gpart) in enumerate(zip(keyed, parts, strict=True)):
+            if copyable[g] and writer.can_copy():
                 footer = footer if footer is not None else read_footer(fh)
-                writer.copy_group(groups_of(fh, footer, path, [g])[0])
+                ids = t.column(cut)
+                writer.copy_group(groups_of(fh, footer, path, [g])[0], int(cut_hashes(ids[len(ids) - 1 :])[0]))
                 stats.groups_copied += 1
-                stats.rows_copied += len(ids)
-                copied += len(ids)
+                stats.rows_copied += t.num_rows
+                copied += t.num_rows
                 continue
             for table in merge_sorted(read(path, [g]), gpart, key, drop, drop_column):
                 writer.write(table)

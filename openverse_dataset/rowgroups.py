@@ -5,9 +5,10 @@ here are content-defined and independent (`parquet.ShardWriter`; Arrow's page-le
 state across groups, is off), so an untouched group can be copied byte for byte into the new file, as
 `datasets`' append mode does (huggingface/datasets#8601). What has to change in a copied group is only where it
 sits: the absolute file offsets in its footer entry (`RowGroup`/`ColumnChunk`/`ColumnMetaData`) and in its page
-index (`OffsetIndex`). So every shard is assembled here, whether its groups were just encoded (by pyarrow, one
-group per in-memory file) or copied from a previous shard: a copied group and the same rows encoded again give
-the same file bytes, which is what keeps an incremental merge byte-identical to a from-scratch write.
+index (`OffsetIndex`). A shard that receives copied groups is assembled here (`GroupFile`), its other groups
+encoded by pyarrow one at a time into a scratch file and copied in the same way; the page index and footer are
+laid out as pyarrow lays them out, so the assembled file is byte for byte the file pyarrow writes for the same
+rows (tested), which keeps an incremental merge byte-identical to a from-scratch write.
 
 The footer is Thrift's compact protocol. The codec below is generic (every field is kept, in order, with its
 type), so fields this module does not know pass through unchanged; only the offset fields listed are moved.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -236,20 +236,13 @@ class Group:
     source: Path
     start: int
     size: int
-    meta: Struct  # RowGroup, without page-index locations and ordinal (set where the file is assembled)
+    meta: Struct  # RowGroup, without page-index locations (set where the file is assembled) and ordinal
     column_index: list[bytes | None]  # per column, the ColumnIndex as encoded (it holds no offsets)
     offset_index: list[Struct | None]  # per column, the OffsetIndex (page offsets as in `meta`)
 
     @property
     def rows(self) -> int:
         return _get(self.meta, _RG_NUM_ROWS)
-
-    @property
-    def fingerprint(self) -> int:
-        """A 32-bit hash of the group's footer entry (sizes, value counts, statistics of every column chunk, with
-        offsets made relative): a function of its rows, the same whether it was just encoded or copied, and
-        cheap (the group's bytes are not read). Decides whether a shard ends after the group."""
-        return zlib.crc32(encode(self.meta))
 
     def read(self) -> bytes:
         """The group's column-chunk bytes (tests and diagnostics; writers copy them file to file)."""
@@ -287,11 +280,13 @@ def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
 
 
 def groups_of(f: BinaryIO, footer: Struct, path: Path, which: list[int] | None = None) -> list[Group]:
-    """The row groups `which` (all by default) of the Parquet file `path`, open as `f`, each a movable `Group`."""
+    """The row groups `which` (all by default) of the Parquet file `path`, open as `f`, each a movable `Group`.
+
+    The groups take over (and change) their entries of `footer`: ask for each group of one parse once."""
     row_groups = _get(footer, _FMD_ROW_GROUPS, (_STRUCT, []))[1]
     out = []
     for g in range(len(row_groups)) if which is None else which:
-        meta = read_struct(encode(row_groups[g]))[0]  # a copy: the footer may be reused
+        meta = row_groups[g]  # taken over (and changed): one footer parse serves each group once
         chunks = _get(meta, _RG_COLUMNS)[1]
         spans = []
         for cc in chunks:
@@ -378,14 +373,13 @@ class GroupFile:
 
     def close(self) -> int:
         """Write the page index and the footer; returns the file's size."""
+        # Each group's entries are moved in place (a group is placed once) and given no ordinal: the file is then
+        # byte for byte what pyarrow writes for the same rows (`test_rowgroups.py`).
         placed: list[tuple[Struct, list[Struct | None]]] = []
         at = len(MAGIC)
-        for k, g in enumerate(self._groups):
-            meta = read_struct(encode(g.meta))[0]
-            offsets = [read_struct(encode(o))[0] if o is not None else None for o in g.offset_index]
-            _move_group(meta, offsets, at - len(MAGIC))
-            _set(meta, _RG_ORDINAL, _I16, k)
-            placed.append((meta, offsets))
+        for g in self._groups:
+            _move_group(g.meta, g.offset_index, at - len(MAGIC))
+            placed.append((g.meta, g.offset_index))
             at += g.size
         # Column indexes of every group, then offset indexes (pyarrow's order).
         for g, (meta, _) in zip(self._groups, placed, strict=True):
