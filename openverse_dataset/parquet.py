@@ -639,17 +639,23 @@ def _merge_file(
     copied = 0
     with open(path, "rb") as fh:
         footer = None
-        for g, (t, gpart) in enumerate(zip(keyed, parts, strict=True)):
+        g = 0
+        while g < len(keyed):
             if copyable[g] and writer.can_copy():
                 footer = footer if footer is not None else read_footer(fh)
-                ids = t.column(cut)
+                ids = keyed[g].column(cut)
                 writer.copy_group(groups_of(fh, footer, path, [g])[0], int(cut_hashes(ids[len(ids) - 1 :])[0]))
                 stats.groups_copied += 1
-                stats.rows_copied += t.num_rows
-                copied += t.num_rows
+                stats.rows_copied += keyed[g].num_rows
+                copied += keyed[g].num_rows
+                g += 1
                 continue
-            for table in merge_sorted(read(path, [g]), gpart, key, drop, drop_column):
+            # Decoded: this group and the run of groups up to the next copyable one, in one read.
+            end = next((k for k in range(g + 1, len(keyed)) if copyable[k]), len(keyed))
+            run = pa.concat_tables(parts[g:end]) if end - g > 1 else parts[g]
+            for table in merge_sorted(read(path, list(range(g, end))), run, key, drop, drop_column):
                 writer.write(table)
+            g = end
     return copied
 
 
@@ -692,6 +698,14 @@ def _unchanged_rows(
         return False
     if not found:
         return True
-    old = sort_by_key(pa.concat_tables([pf.read_row_group(g).filter(m) for pf, g, m in hit]), key).combine_chunks()
-    new = part.select(old.schema.names).cast(old.schema).combine_chunks()
-    return old.equals(new)
+    # A changed row (not an overlap re-read) differs in `updated_on`: compare that narrow projection before
+    # decoding whole groups, which a change spread over every group would otherwise do for each one.
+    narrow = list(dict.fromkeys([drop_column, *key, *(["updated_on"] if "updated_on" in part.schema.names else [])]))
+    for columns in (narrow, None):
+        old = sort_by_key(
+            pa.concat_tables([pf.read_row_group(g, columns=columns).filter(m) for pf, g, m in hit]), key
+        ).combine_chunks()
+        new = part.select(old.schema.names).cast(old.schema).combine_chunks()
+        if not old.equals(new):
+            return False
+    return True

@@ -222,9 +222,8 @@ def _group_digests(path: Path) -> list[str]:
 
 def test_a_changed_row_group_leaves_the_next_groups_bytes_alone(tmp_path: Path):
     """The next group's pages keep their bytes after rows near the end of an earlier group of the same file are
-    removed, so the Hub deduplicates every group the change missed. (Arrow's page chunker carries its state
-    across the groups of one writer: with it on and one writer per file, this failed. Each group now has a writer
-    of its own, `rowgroups.encode_group`, and the chunker stays off for speed.)"""
+    removed: Arrow's page chunker, which carries its state across groups, is off (with it on, this fails), so the
+    Hub deduplicates every group the change missed."""
     rng = random.Random(5)
     table = _rows(40_000)  # groups of ~1 MB of titles: several of Arrow's chunks (256 KiB at least) each
     table = table.set_column(
