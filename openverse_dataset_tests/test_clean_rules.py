@@ -386,3 +386,69 @@ def test_prefetched_reader_keeps_order_and_raises_its_errors():
         closer.start()
         closer.join(timeout=5)
         assert not closer.is_alive(), f"closing the reader hung with {len(items)} items"
+
+
+def test_the_incremental_duplicate_check_finds_what_the_whole_partition_check_finds(image_raw, tmp_path):
+    """An incremental clean groups only rows whose foreign_identifier is among the rows cleaned now: the rows kept
+    before held no duplicate, so every duplicate group holds one of them. Twins arriving with a smaller and a
+    larger identifier than the kept row give the same files, rejects and counts as the whole-partition check."""
+    import copy
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from openverse_dataset.layout import DataLayout
+    from openverse_dataset.parquet import ORDER_KEY, ShardWriter, write_batches
+    from openverse_dataset.transform.partition import (
+        _drop_duplicates,
+        clean_partition,
+        clean_schema,
+        license_folder,
+        reject_schema,
+    )
+
+    flickr = image_raw.filter(pl.col("provider") == "flickr")
+    layout = DataLayout(tmp_path)
+    write_batches(
+        layout.raw_dir("image", "flickr"), IMAGE.raw_schema, flickr.to_arrow().cast(IMAGE.raw_schema).to_batches()
+    )
+    before = clean_partition(layout, IMAGE, "flickr")
+    assert before.rejected["duplicate"] == 0
+    kept = pl.read_parquet(layout.clean_dir("image", "flickr") / "*" / "*.parquet").sort("identifier")
+    twins = kept.head(2).with_columns(
+        pl.Series("identifier", ["00000000-0000-0000-0000-000000000000", "ffffffff-0000-0000-0000-000000000000"])
+    )
+    # The twins' raw rows (duplicate rejects are projected from them) join the raw partition.
+    raw_twins = flickr.join(
+        kept.head(2).select("identifier", "foreign_identifier"), on=["identifier", "foreign_identifier"]
+    )
+    raw_twins = raw_twins.with_columns(twins["identifier"].alias("identifier"))
+    raw_dir = tmp_path / "raw2"
+    write_batches(
+        raw_dir, IMAGE.raw_schema, pl.concat([flickr, raw_twins]).to_arrow().cast(IMAGE.raw_schema).to_batches()
+    )
+    raw_files = sorted(raw_dir.glob("part-*.parquet"))
+
+    results = []
+    for name, among in (("whole", None), ("incremental", twins.select("provider", "foreign_identifier").to_arrow())):
+        staging = tmp_path / name
+        shutil.copytree(layout.clean_dir("image", "flickr"), staging)
+        for (slug,), part in twins.partition_by("license", as_dict=True).items():
+            extra = part.to_arrow().cast(clean_schema(IMAGE))
+            pq.write_table(extra, staging / license_folder(slug) / "part-99999.parquet")
+        result = copy.deepcopy(before)
+        result.kept += twins.height
+        dups: list[pa.Table] = []
+
+        def new_writer(folder: str, root=None, staging=staging):
+            return ShardWriter((root or staging) / folder, clean_schema(IMAGE), sorting=ORDER_KEY)
+
+        _drop_duplicates(staging, result, dups, reject_schema(IMAGE), new_writer, raw_files, IMAGE, among)
+        files = {p.relative_to(staging).as_posix(): p.read_bytes() for p in sorted(staging.rglob("*.parquet"))}
+        results.append((files, pa.concat_tables(dups).to_pylist(), result.kept, dict(result.rejected)))
+    whole, incremental = results
+    assert whole == incremental
+    # The first kept row gives way to its smaller twin; the larger twin gives way to the second kept row.
+    assert whole[3]["duplicate"] == 2
+    assert sorted(r["identifier"] for r in whole[1]) == [kept["identifier"][0], "ffffffff-0000-0000-0000-000000000000"]
