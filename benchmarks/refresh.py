@@ -43,6 +43,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import synth  # noqa: E402  (benchmarks/synth.py: scratch databases)
 
+# Suffix of the new rows' keys: unique per run, so a change set applied again to a kept catalog (`--catalog-url`)
+# does not collide with the rows an earlier run added (the catalog's unique (provider, md5(foreign_identifier))).
+RUN = uuid.uuid4().hex[:8]
 ADMIN_URL = os.environ.get("OPENVERSE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SMALL = "stocksnap"  # the small provider the change set edits (0.5% of the rows)
 MiB = 1024 * 1024
@@ -262,7 +265,7 @@ def change_set(url: str, api_url: str, flickr_rows: int) -> dict:
             {"u": n_upd, "d": n_upd + n_del},
         )
         taken = conn.scalar(sa.text("SELECT identifier::text FROM pick WHERE n = :t"), {"t": n_upd + n_del + 1})
-        _new_rows(conn, cols, "new", "md5(identifier::text) DESC", n_new)
+        _new_rows(conn, cols, f"new-{RUN}", "md5(identifier::text) DESC", n_new)
         small = _edit_small(conn, "(fixed)", "identifier")
     engine.dispose()
     _take_down(api_url, taken)
@@ -331,7 +334,7 @@ def change_set_reingest(url: str, api_url: str, flickr_rows: int) -> dict:
                 "LIMIT 1"
             )
         )
-        _new_rows(conn, cols, "new2", "md5(identifier::text || 'n')", n_new)
+        _new_rows(conn, cols, f"new2-{RUN}", "md5(identifier::text || 'n')", n_new)
         small = _edit_small(conn, "(again)", "identifier DESC")
     engine.dispose()
     _take_down(api_url, taken)
