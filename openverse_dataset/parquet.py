@@ -225,9 +225,7 @@ class ShardWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / self._next_name()
             if self.assemble:
-                if self._template is None:
-                    self._template = empty_footer(self.schema, **options)
-                self._file = GroupFile(path, self._template)
+                self._open_assembled()
             else:
                 self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
                 self._writer = pq.ParquetWriter(self._sink, self.schema, **options)
@@ -315,12 +313,15 @@ class ShardWriter:
         """
         assert self.can_copy(), "copy_group() between row groups of an assembled shard only"
         if self._file is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if self._template is None:
-                sort = {"sorting_columns": self.sorting} if self.sorting else {}
-                self._template = empty_footer(self.schema, **writer_options(self.schema), **sort)
-            self._file = GroupFile(self.folder / self._next_name(), self._template)
+            self._open_assembled()
         self._append(group, last_hash)
+
+    def _open_assembled(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self._template is None:
+            sort = {"sorting_columns": self.sorting} if self.sorting else {}
+            self._template = empty_footer(self.schema, **writer_options(self.schema), **sort)
+        self._file = GroupFile(self.folder / self._next_name(), self._template)
 
     def adopt(self, path: Path, rows: int) -> None:
         """Take an existing shard as the next one, by hard link (a copy across file systems), without decoding it.

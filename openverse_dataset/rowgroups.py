@@ -356,7 +356,7 @@ class GroupFile:
         self.path = path
         self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()/abort(); unbuffered: the
         # group copies write to the same descriptor
-        self._f.write(MAGIC)
+        self._write(MAGIC)
         self.pos = len(MAGIC)
         self._template = template
         self._groups: list[Group] = []
@@ -387,7 +387,7 @@ class GroupFile:
                 if ci is not None:
                     _set(cc, _CC_COLUMN_INDEX_OFFSET, _I64, self.pos)
                     _set(cc, _CC_COLUMN_INDEX_LENGTH, _I32, len(ci))
-                    self._f.write(ci)
+                    self._write(ci)
                     self.pos += len(ci)
         for meta, offsets in placed:
             for cc, oi in zip(_get(meta, _RG_COLUMNS)[1], offsets, strict=True):
@@ -395,18 +395,21 @@ class GroupFile:
                     raw = encode(oi)
                     _set(cc, _CC_OFFSET_INDEX_OFFSET, _I64, self.pos)
                     _set(cc, _CC_OFFSET_INDEX_LENGTH, _I32, len(raw))
-                    self._f.write(raw)
+                    self._write(raw)
                     self.pos += len(raw)
         footer = read_struct(encode(self._template))[0]
         _set(footer, _FMD_NUM_ROWS, _I64, self.rows)
         _set(footer, _FMD_ROW_GROUPS, _LIST, (_STRUCT, [m for m, _ in placed]))
         raw = encode(footer)
-        self._f.write(raw)
-        self._f.write(struct.pack("<I", len(raw)))
-        self._f.write(MAGIC)
+        self._write(raw + struct.pack("<I", len(raw)) + MAGIC)
         self.pos += len(raw) + 8
         self._f.close()
         return self.pos
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # an unbuffered write may take fewer bytes than given
+            view = view[self._f.write(view) :]
 
     def abort(self) -> None:
         if not self._f.closed:
