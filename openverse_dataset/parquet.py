@@ -154,6 +154,8 @@ class ShardWriter:
         self._file: GroupFile | None = None
         self._template: list | None = None  # an assembled shard's footer before its groups (`empty_footer`)
         self._scratch = self.folder / f".{prefix}-group.tmp"  # where an assembled shard's new groups are encoded
+        sort = {"sorting_columns": self.sorting} if self.sorting else {}
+        self._options = {**writer_options(schema), **sort}  # pyarrow's settings, the same for every group
         self._rows_in_shard = 0
         self.rows = 0
 
@@ -219,18 +221,16 @@ class ShardWriter:
             last_hash = int(hashes[n - 1])
             self._hashes = [hashes[n:]] if len(hashes) > n else []
         del tail
-        sort = {"sorting_columns": self.sorting} if self.sorting else {}
-        options = {**writer_options(self.schema), **sort}
         if self._writer is None and self._file is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / self._next_name()
             if self.assemble:
                 self._open_assembled()
             else:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                path = self.folder / self._next_name()
                 self._sink = pa.OSFile(str(path), "wb")  # native file: page writes never wait for the GIL
-                self._writer = pq.ParquetWriter(self._sink, self.schema, **options)
+                self._writer = pq.ParquetWriter(self._sink, self.schema, **self._options)
         if self._file is not None:
-            encoded = encode_group(group, self.schema, self._scratch, **options)
+            encoded = encode_group(group, self.schema, self._scratch, **self._options)
             del group
             self._append(encoded, last_hash)
             return
@@ -319,8 +319,7 @@ class ShardWriter:
     def _open_assembled(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._template is None:
-            sort = {"sorting_columns": self.sorting} if self.sorting else {}
-            self._template = empty_footer(self.schema, **writer_options(self.schema), **sort)
+            self._template = empty_footer(self.schema, **self._options)
         self._file = GroupFile(self.folder / self._next_name(), self._template)
 
     def adopt(self, path: Path, rows: int) -> None:
@@ -588,17 +587,24 @@ def merge_into(
     """
     stats = MergeStats()
     delta = sort_by_key(delta, key)
-    drop = drop if drop is not None else pa.array([], pa.string())
+    drop = (drop if drop is not None else pa.array([], pa.string())).cast(pa.large_string())  # cast once
     heads = [_head(f, key) for f in files]
     for i, (f, (_, rows)) in enumerate(zip(files, heads, strict=True)):
         n = _at_or_before(delta, key, heads[i + 1][0], inclusive=False) if i + 1 < len(files) else delta.num_rows
         part, delta = delta.slice(0, n), delta.slice(n)
-        if writer.at_boundary() and _untouched(f, part, key, drop, drop_column):
+        ids: list[pa.ChunkedArray] = []  # the file's `drop_column`, group by group, as far as the check read it
+
+        def groups(f: Path = f, ids: list = ids) -> Iterator[tuple[pq.ParquetFile, int, pa.ChunkedArray]]:
+            for pf, g, col in identifier_groups([f], drop_column):
+                ids.append(col)
+                yield pf, g, col
+
+        if writer.at_boundary() and _unchanged_rows(part, key, drop, drop_column, groups()):
             writer.adopt(f, rows)
             stats.files_kept += 1
             stats.rows_kept += rows
             continue
-        copied = _merge_file(writer, f, part, key, drop, drop_column, read, stats)
+        copied = _merge_file(writer, f, part, key, drop, drop_column, read, stats, ids)
         stats.files_rewritten += 1
         stats.rows_rewritten += rows - copied
     if delta.num_rows:  # no previous file at all
@@ -615,12 +621,18 @@ def _merge_file(
     drop_column: str,
     read: Reader,
     stats: MergeStats,
+    ids: list[pa.ChunkedArray],
 ) -> int:
-    """Merge `part` into one previous shard group by group; returns the rows copied without decoding."""
+    """Merge `part` into one previous shard group by group; returns the rows copied without decoding. `ids`: the
+    file's `drop_column` for its first groups, as the whole-file check already read it (not read again)."""
     pf = pq.ParquetFile(path)
     cut = writer.cut_column
-    columns = list(dict.fromkeys([*key, drop_column, *([cut] if cut else [])]))
-    keyed = [pf.read_row_group(g, columns=columns) for g in range(pf.num_row_groups)]
+    others = [c for c in dict.fromkeys([*key, *([cut] if cut else [])]) if c != drop_column]
+    keyed = []
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g, columns=others)
+        col = ids[g] if g < len(ids) else pf.read_row_group(g, columns=[drop_column])[drop_column]
+        keyed.append(t.append_column(drop_column, col))
     firsts = [[t.column(k)[0].as_py() for k in key] for t in keyed]
     parts = []
     for g in range(len(keyed)):
@@ -660,11 +672,6 @@ def _merge_file(
     return copied
 
 
-def _untouched(path: Path, part: pa.Table, key: Sequence[str], drop: pa.Array, drop_column: str) -> bool:
-    """Whether merging `part` into the file (dropping `drop`) leaves its rows exactly as they are."""
-    return _unchanged_rows(part, key, drop, drop_column, identifier_groups([path], drop_column))
-
-
 def _unchanged_rows(
     part: pa.Table,
     key: Sequence[str],
@@ -672,8 +679,8 @@ def _unchanged_rows(
     drop_column: str,
     groups: Iterable[tuple[pq.ParquetFile, int, pa.ChunkedArray]],
 ) -> bool:
-    """Whether merging `part` into these row groups (dropping `drop`) leaves their rows exactly as they are: every
-    dropped row they hold comes back unchanged in `part`, and `part` holds nothing else.
+    """Whether merging `part` into these row groups (dropping `drop`, large strings) leaves their rows exactly as
+    they are: every dropped row they hold comes back unchanged in `part`, and `part` holds nothing else.
 
     Cheapest test first, so that a file a change does reach costs little more than its rewrite: a new row in
     `part` decides at once; then the groups' identifiers are looked at one group at a time, stopping as soon as
@@ -682,7 +689,6 @@ def _unchanged_rows(
     """
     if not len(drop):
         return part.num_rows == 0
-    drop = drop.cast(pa.large_string())
     if part.num_rows and not pc.all(pc.is_in(part[drop_column], value_set=drop)).as_py():
         return False  # a row that was not in the partition sorts into this file
     hit: list[tuple[pq.ParquetFile, int, pa.Array]] = []

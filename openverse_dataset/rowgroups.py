@@ -244,11 +244,6 @@ class Group:
     def rows(self) -> int:
         return _get(self.meta, _RG_NUM_ROWS)
 
-    def read(self) -> bytes:
-        """The group's column-chunk bytes (tests and diagnostics; writers copy them file to file)."""
-        with open(self.source, "rb") as f:
-            return _read_at(f, self.start, self.size)
-
 
 def _move_group(meta: Struct, offsets: list[Struct | None], by: int) -> None:
     _shift(meta, _RG_FILE_OFFSET, by)

@@ -62,7 +62,7 @@ from openverse_dataset.parquet import (
     layout_settings,
     merge_into,
 )
-from openverse_dataset.transform.partition import _prefetched
+from openverse_dataset.transform.partition import _file_batches, _prefetched
 
 FORMAT = 3  # raw layout version: 2 = rows in (created_on, identifier) order, 3 = content-defined shard and
 # row-group boundaries (parquet.BOUNDARY_RULE). Another format is rebuilt.
@@ -312,13 +312,6 @@ def read_changes(
     }
 
 
-def _raw_batches(files: list[Path], schema: pa.Schema, batch_rows: int = 20_000, row_groups: list[int] | None = None):
-    for f in files:
-        pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
-        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=row_groups, use_threads=False):
-            yield batch.cast(schema)
-
-
 def _write_changes_meta(folder: Path, meta: dict) -> None:
     (folder / "changes.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
 
@@ -430,7 +423,7 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
             changed,
             ORDER_KEY,
             removed,
-            lambda f, groups: _prefetched(_raw_batches([f], media.raw_schema, row_groups=groups)),
+            lambda f, groups: _prefetched(_file_batches([f], media.raw_schema, 20_000, groups)),
         )
         shards = writer.close()
         out.mkdir(parents=True, exist_ok=True)

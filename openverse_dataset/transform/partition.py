@@ -228,7 +228,7 @@ def _drop_duplicates(
     new_writer,
     raw_files: list[Path],
     media: MediaType,
-    among: pa.Table | None = None,
+    among: pa.Array | None = None,
 ) -> None:
     """Reject all but the first (by identifier) of rows sharing (provider, foreign_identifier), across chunks.
 
@@ -237,16 +237,16 @@ def _drop_duplicates(
     the same writer, so the output equals a whole-partition dedupe. The dropped rows are appended to `rejects`
     (merged into the rejects in row order by the caller).
 
-    `among` (an incremental clean): the (provider, foreign_identifier) of the rows cleaned now. The rows kept
-    before held no duplicate, so every duplicate group holds one of these: only rows whose foreign_identifier
-    is among them are grouped (a filtered scan instead of an aggregate over every kept row), same result.
+    `among` (an incremental clean): the foreign_identifier of each row kept now. The rows kept before held no
+    duplicate, so every duplicate group holds one of these: only rows whose foreign_identifier is among them
+    are grouped (a filtered scan instead of an aggregate over every kept row), same result.
     """
     files = sorted(staging.glob("*/part-*.parquet"))
     if not files:
         return
     keys = None
     if among is not None:
-        keys = pc.unique(among["foreign_identifier"].drop_null().cast(pa.large_string()))
+        keys = pc.unique(among.drop_null().cast(pa.large_string()))
         if not len(keys):
             return  # no row cleaned now has a key: nothing can have become a duplicate
     con = duckdb.connect()
@@ -713,8 +713,7 @@ def _clean_changes(
                 else:
                     shutil.rmtree(clean_staging / folder, ignore_errors=True)
         dups: list[pa.Table] = []
-        cleaned_now = [t.select(["provider", "foreign_identifier"]) for t in deltas.values()]
-        among = pa.concat_tables(cleaned_now) if cleaned_now else pa.table({"provider": [], "foreign_identifier": []})
+        among = pa.chunked_array([t["foreign_identifier"] for t in deltas.values()], pa.large_string())
         _drop_duplicates(clean_staging, result, dups, cpass.rej_schema, new_writer, raw_files, media, among)
         new_rejects = [_table(cpass.rejects.batches(), cpass.rej_schema), *dups]
         base = _file_batches(prev_rejects, cpass.rej_schema, 50_000)
