@@ -20,7 +20,9 @@ own process with a persistent Dagster instance and data directory:
 Prints and writes `benchmarks/results/refresh-<rows>.json`: refresh wall / full-build wall; rows read from the
 catalog by the refresh / rows changed; new-chunk bytes / total bytes of flickr's release files (FastCDC
 16/64/256 KiB, the order of Xet's chunks: bytes of chunks of the new files not present in the previous ones);
-peak RSS of each run process (the whole CLI process: Dagster runs in process, so it is included).
+peak RSS of each run process (the whole CLI process: Dagster runs in process, so it is included). The CLI runs in
+`.venv-runtime/`, the project's runtime dependencies only, as the production image installs them (`--dev-env`:
+in this interpreter's environment instead; see `runtime_python`).
 `--verify` also builds the changed catalog from scratch into a fresh data directory and compares flickr's
 files byte for byte.
 """
@@ -47,6 +49,8 @@ import synth  # noqa: E402  (benchmarks/synth.py: scratch databases)
 # does not collide with the rows an earlier run added (the catalog's unique (provider, md5(foreign_identifier))).
 RUN = uuid.uuid4().hex[:8]
 ADMIN_URL = os.environ.get("OPENVERSE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+# The interpreter every CLI process runs with: a runtime-only environment (`runtime_python`), set in main().
+PYTHON = sys.executable
 SMALL = "stocksnap"  # the small provider the change set edits (0.5% of the rows)
 MiB = 1024 * 1024
 
@@ -84,7 +88,7 @@ def run_cli(args: list[str], env: dict, log: Path) -> dict:
         # Run from outside the checkout: `python -m` puts the working directory first on sys.path, so a CLI started
         # in the repository would import this checkout's package even for the baseline build.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "openverse_dataset.cli", *args],
+            [PYTHON, "-m", "openverse_dataset.cli", *args],
             env=env,
             stdout=out,
             stderr=out,
@@ -330,9 +334,10 @@ def change_set_reingest(url: str, api_url: str, flickr_rows: int) -> dict:
         deleted = conn.execute(sa.text("DELETE FROM image WHERE identifier IN (SELECT identifier FROM gone)")).rowcount
         taken = conn.scalar(
             sa.text(
-                "SELECT identifier::text FROM image WHERE provider = 'flickr' ORDER BY md5(identifier::text || 'r') "
+                "SELECT identifier::text FROM image WHERE provider = 'flickr' ORDER BY md5(identifier::text || :r) "
                 "LIMIT 1"
-            )
+            ),
+            {"r": f"r{RUN}"},  # per run: the change set applied again to a kept catalog takes down another row
         )
         _new_rows(conn, cols, f"new2-{RUN}", "md5(identifier::text || 'n')", n_new)
         small = _edit_small(conn, "(again)", "identifier DESC")
@@ -441,6 +446,27 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
+def runtime_python(root: Path = HERE.parent) -> str:
+    """An interpreter with the project's runtime dependencies only, as the production image installs them.
+
+    The dev environment also holds the test tools' dependencies, and they change what a run process holds: with
+    pandas installed (a `datasets` dependency, not a runtime one), `import pyarrow.dataset` (the ADBC driver and
+    `pq.read_table(filters=...)` import it) imports pandas too, +54 MiB in every run process; a flickr refresh
+    run measured 553 MiB in the dev environment and 510 MiB in this one. So the builds run in
+    `.venv-runtime/` (`pip install -e .` without extras, reused while pyproject.toml is unchanged).
+    """
+    venv = root / ".venv-runtime"
+    want = hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest()
+    marker = venv / "pyproject.sha256"
+    python = venv / "bin" / "python"
+    if not (python.exists() and marker.exists() and marker.read_text() == want):
+        print("creating .venv-runtime (the project's runtime dependencies only) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-qq", "-e", str(root)], check=True)
+        marker.write_text(want)
+    return str(python)
+
+
 def _builds(tmp: Path, base_env: dict, baseline_src: Path | None) -> dict[str, dict]:
     """The build environments: this checkout's code, and with `--baseline-src` another checkout's as well.
 
@@ -457,7 +483,7 @@ def _builds(tmp: Path, base_env: dict, baseline_src: Path | None) -> dict[str, d
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src.resolve()), base_env.get("PYTHONPATH")]))
         # Which package the builds really import (a baseline that silently ran this code compares nothing).
         where = subprocess.run(
-            [sys.executable, "-c", "import openverse_dataset; print(openverse_dataset.__file__)"],
+            [PYTHON, "-c", "import openverse_dataset; print(openverse_dataset.__file__)"],
             env=env,
             cwd=tmp / name,
             capture_output=True,
@@ -499,7 +525,14 @@ def main() -> None:
         help="change sets applied one after another, each followed by a refresh (random: spread over the "
         "partition, the worst case; reingest: clustered as Openverse's reingestion and delete batches write them)",
     )
+    ap.add_argument(
+        "--dev-env",
+        action="store_true",
+        help="run the builds with this interpreter (the dev environment) instead of .venv-runtime",
+    )
     args = ap.parse_args()
+    global PYTHON
+    PYTHON = sys.executable if args.dev_env else runtime_python()
     args.patterns = [p for p in args.patterns.split(",") if p]
     if unknown := [p for p in args.patterns if p not in PATTERNS]:
         raise SystemExit(f"unknown --patterns {unknown}; choose from {sorted(PATTERNS)}")
@@ -546,6 +579,7 @@ def main() -> None:
         data = tmp / "this" / "data"
         full_windows, full_book = step_windows(builds["this"], since_full)
         report: dict = {"rows": rows, "flickr_rows": flickr_rows}
+        report["environment"] = "dev (--dev-env)" if args.dev_env else "runtime (.venv-runtime: no extras)"
         report["full_build"] = {k: v for k, v in full["this"].items() if not k.startswith("_")}
         report["full_build_peak_rss_by_step"] = peak_by_step(full["this"]["_samples"], full_windows)
         report["full_build_step_seconds"] = seconds_of(full_windows)

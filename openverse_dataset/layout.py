@@ -163,6 +163,24 @@ class DataLayout:
     def takedowns_file(self, media: str) -> Path:
         return self._inside("takedowns", f"{media}.parquet")
 
+    def takedown_snapshots_dir(self, media: str) -> Path:
+        """Takedown snapshots clean states still refer to, by sha256 (`takedown_snapshot`)."""
+        return self._inside("state", "takedown-snapshots", segment(media))
+
+    def takedown_snapshot(self, media: str, sha256: str) -> Path:
+        """The takedown snapshot with this sha256, as a clean read it: the next incremental clean compares the
+        current snapshot with it to recheck only the works whose takedown status moved."""
+        return self._inside("state", "takedown-snapshots", segment(media), f"{segment(sha256)}.parquet")
+
+    def clean_state_files(self, media: str) -> list[Path]:
+        """Every partition's and slice's clean state (`state_file("clean", ...)`) of one media type."""
+        return sorted(
+            [
+                *self._inside("state", "clean", media).glob("*.json"),
+                *self._inside("slices", "state-clean", media).glob("*/*.json"),
+            ]
+        )
+
     def takedowns_mark_file(self, media: str) -> Path:
         """The takedown tables' mark when the snapshot in `takedowns_file` was taken (where the fast path resumes)."""
         return self._inside("takedowns", f"{media}.mark.json")

@@ -454,6 +454,8 @@ def sort_by_key(table: pa.Table, key: Sequence[str]) -> pa.Table:
     if table.num_rows < 2:
         return table
     order = pc.sort_indices(table, options=pc.SortOptions([(k, "ascending", "at_end") for k in key]))
+    if np.array_equal(order.to_numpy(), np.arange(table.num_rows)):
+        return table  # already in order (the stable sort keeps it): no copy of a change set the caller still holds
     return table.take(order)
 
 

@@ -4,6 +4,8 @@ raw, clean and rejects files are byte-identical to a from-scratch build of the s
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -224,3 +226,55 @@ def test_a_refresh_keeps_the_files_its_change_does_not_touch(catalog, tmp_path):
     fresh = DataLayout(tmp_path / "fresh")
     build(catalog, fresh, "flickr", NOW)
     assert outputs(fresh, "flickr") == after
+
+
+def _untake_down(cat, identifiers: list[str]) -> None:
+    """A takedown withdrawn: its row leaves `api_deletedimage`."""
+    with cat.api.begin() as conn:
+        conn.execute(sa.text("DELETE FROM api_deletedimage WHERE identifier::text = ANY(:ids)"), {"ids": identifiers})
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_takedown_change_rechecks_only_the_works_it_moved(catalog, tmp_path, monkeypatch, pinned):
+    """After the takedown list changed, an incremental clean re-runs the rules only on the works whose takedown
+    reason moved (one listed, one unlisted, one listed for a higher-priority reason), found by comparing the
+    snapshot with the one the last clean pinned, not on every listed work of the partition. Without the pinned
+    snapshot (`pinned=False`) it falls back to rechecking every listed work. Either way the outputs equal a
+    from-scratch build's, and only the snapshot a clean state refers to stays pinned."""
+    import openverse_dataset.transform.partition as partition
+
+    monkeypatch.setattr(partition, "PIN_GRACE_S", 0)  # prune at once what no state refers to
+    t = MEDIA_TABLES["image"]
+    with catalog.catalog.begin() as conn:
+        ids = sorted(conn.scalars(sa.select(sa.cast(t.c.identifier, sa.Text)).where(t.c.provider == "flickr")))
+    catalog.take_down("image", ids[10:60], when=NOW - timedelta(days=2))
+    catalog.mark_sensitive("image", ids[60:70], when=NOW - timedelta(days=2))
+    inc = DataLayout(tmp_path / "incremental")
+    build(catalog, inc, "flickr", NOW - timedelta(days=1))
+    first = json.loads(inc.state_file("clean", "image", "flickr").read_text())["takedowns"]
+    assert [p.name for p in inc.takedown_snapshots_dir("image").iterdir()] == [f"{first}.parquet"]
+    if not pinned:
+        shutil.rmtree(inc.takedown_snapshots_dir("image"))
+
+    moved = [ids[100], ids[10], ids[65]]
+    catalog.take_down("image", [ids[100]], when=NOW - timedelta(hours=1))  # listed
+    _untake_down(catalog, [ids[10]])  # unlisted: the work comes back
+    catalog.take_down("image", [ids[65]], when=NOW - timedelta(hours=1))  # mature -> taken_down
+    raw, (clean, mode, why) = build(catalog, inc, "flickr", NOW)
+    assert (raw.mode, mode, why) == ("incremental", "incremental", "")
+    read = set(pq.read_table(inc.changes_dir("image", "flickr") / "removed.parquet")["identifier"].to_pylist())
+    extra = clean.rows_cleaned - raw.rows_changed
+    if pinned:
+        assert extra == len(set(moved) - read)  # the three moved works, not the 60 listed ones
+    else:
+        assert extra >= 59  # every listed work of the partition, as before pinning (60 listed, one unlisted now)
+
+    fresh = DataLayout(tmp_path / "fresh")
+    build(catalog, fresh, "flickr", NOW)
+    assert outputs(inc, "flickr") == outputs(fresh, "flickr")
+    rejected = pq.read_table(inc.rejects_dir("image", "flickr"), columns=["identifier", "reason"]).to_pydict()
+    reasons = dict(zip(rejected["identifier"], rejected["reason"], strict=True))
+    assert reasons[ids[100]] == "taken_down" and reasons[ids[65]] == "taken_down" and ids[10] not in reasons
+    now = json.loads(inc.state_file("clean", "image", "flickr").read_text())["takedowns"]
+    assert now != first
+    assert [p.name for p in inc.takedown_snapshots_dir("image").iterdir()] == [f"{now}.parquet"]

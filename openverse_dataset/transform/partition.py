@@ -67,14 +67,19 @@ from openverse_dataset.transform.optout import NO_OPT_OUTS, OptOuts
 # Memory is bounded by the chunks in flight (one being cleaned, one prefetched) plus one pending row group per
 # Parquet writer (two at a time, after the pass): whatever the partition size or its number of licenses.
 # Measured on the benchmark's 1.4M-row flickr partition: 15k-row chunks 20.9 s / 450 MiB peak, 20k 20.0 s /
-# 490 MiB, 25k 19.6 s / 531 MiB.
-BATCH_ROWS = 15_000
+# 490 MiB, 25k 19.6 s / 531 MiB. 2026-12-07, runtime-only environment, a fresh process cleaning flickr twice (the
+# second pass peaks higher, as a long-lived run process does): 15k 23.4-24.0 s / 395 then 440 MiB, 10k
+# 26.7-27.6 s / 356 then 399 MiB. The CLI's full build peaked at 513 MiB with 15k (the last provider's clean):
+# 10k keeps every run process under the 512 MiB target for ~15% more clean time.
+BATCH_ROWS = 10_000
 CLEAN_ROW_GROUP_ROWS = 20_000
 WRITE_THREADS = 2
 # Rows of the previous clean output read per step of an incremental merge. Two license folders merge at once,
-# each holding a base batch, its merged copy and the writer's row group: 10k instead of 20k took the merge's
-# peak from 526 to 475 MiB (2M-row catalog, outside Dagster) for ~0.5 s more over Flickr's 1.4M rows.
-MERGE_BATCH_ROWS = 10_000
+# each holding a base batch, its filtered and merged copies and the writer's row group. Flickr's clean merge
+# after a random change set (every row group touched; 2M-row catalog, a fresh run process, runtime-only
+# environment): 10k rows 5.4 s / 547 MiB, 5k 5.6 s / 499 MiB, 2.5k 5.9 s / 486 MiB; one folder at a time
+# instead, 9.0 s / 445 MiB. (20k -> 10k had taken it from 526 to 475 MiB outside Dagster.)
+MERGE_BATCH_ROWS = 5_000
 # polars' oldest Arrow types (`string`, not string views), then cast to `large_types`: one string type everywhere.
 ARROW_COMPAT = pl.CompatLevel.oldest()
 TAKEDOWN_SCHEMA = {"identifier": pl.String, "reason": pl.String}
@@ -487,6 +492,51 @@ def _sha(path: Path | None) -> str | None:
     return sha256_file(path) if path is not None and path.exists() else None
 
 
+def _pin_snapshot(layout: DataLayout, media: str, takedowns: Path | None) -> tuple[Path | None, str | None]:
+    """The takedown snapshot this clean reads, pinned under its sha256 (`layout.takedown_snapshot`): hard-linked
+    before it is hashed, so the rules, the sha the state records and the copy the next clean compares with are the
+    same bytes, even if the takedowns asset replaces the snapshot meanwhile. Returns (pinned path, sha256)."""
+    if takedowns is None or not takedowns.exists():
+        return takedowns, None
+    folder = layout.takedown_snapshots_dir(media)
+    folder.mkdir(parents=True, exist_ok=True)
+    pin = folder / f".pin-{uuid.uuid4().hex}"
+    try:
+        os.link(takedowns, pin)
+    except OSError:  # a file system without hard links: a copy holds the same bytes
+        shutil.copyfile(takedowns, pin)
+    sha = sha256_file(pin)
+    dest = layout.takedown_snapshot(media, sha)
+    os.replace(pin, dest)
+    return dest, sha
+
+
+# A pin younger than this is kept even when no state refers to it: a clean running alongside may have pinned it
+# and not saved its state yet. A unit's clean (pin to saved state) is ~11 min at the default 25M-row bound.
+PIN_GRACE_S = 7_200
+
+
+def _prune_snapshots(layout: DataLayout, media: str) -> None:
+    """Remove pinned takedown snapshots no clean state refers to any more, once `PIN_GRACE_S` old (another
+    partition's clean may have pinned one and not yet recorded it; st_ctime is when it was pinned)."""
+    keep = {(_load_json(f) or {}).get("takedowns") for f in layout.clean_state_files(media)}
+    old = time.time() - PIN_GRACE_S
+    for f in layout.takedown_snapshots_dir(media).iterdir():
+        try:
+            if f.stem not in keep and f.stat().st_ctime < old:
+                f.unlink()
+        except FileNotFoundError:  # removed by another clean's prune meanwhile
+            pass
+
+
+def _moved_takedowns(before: pl.DataFrame, now: pl.DataFrame) -> pl.Series:
+    """Identifiers whose takedown reason (one per work, as the rules apply it) differs between two snapshots:
+    listed, unlisted, or listed for another reason. A row's outcome depends on the snapshot only through its own
+    identifier's reason, so these are the only rows a takedown change can move."""
+    both = before.join(now, on="identifier", how="full", coalesce=True, suffix="_now")
+    return both.filter(pl.col("reason").ne_missing(pl.col("reason_now")))["identifier"]
+
+
 def _load_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -601,7 +651,7 @@ def refresh_clean(
     raw_state = RawState.load(layout.state_file("raw", media.name, unit))
     state_path = layout.state_file("clean", media.name, unit)
     state = _load_json(state_path)
-    tk_sha = _sha(takedowns)
+    takedowns, tk_sha = _pin_snapshot(layout, media.name, takedowns)
     settings = layout_settings({k: kw[k] for k in sorted(kw) if k in ("shard_bytes", "row_group_rows", "batch_rows")})
     reason, changes = _why_full_clean(layout, media.name, unit, state, raw_state.version if raw_state else None)
     hidden = read_hidden_sources(takedowns)
@@ -620,7 +670,10 @@ def refresh_clean(
         mode = "full"
     else:
         moved = tk_sha != state.get("takedowns")
-        result = _clean_changes(layout, media, provider, takedowns, changes, moved, unit=unit, opt_outs=opt_outs, **kw)
+        before = layout.takedown_snapshot(media.name, state["takedowns"]) if moved and state.get("takedowns") else None
+        result = _clean_changes(
+            layout, media, provider, takedowns, changes, moved, unit=unit, opt_outs=opt_outs, previous=before, **kw
+        )
         mode = "incremental"
     if raw_state is not None:
         _save_json(
@@ -634,6 +687,7 @@ def refresh_clean(
                 "settings": settings,
             },
         )
+        _prune_snapshots(layout, media.name)
     return result, mode, reason
 
 
@@ -650,7 +704,9 @@ def _clean_changes(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     row_group_rows: int = CLEAN_ROW_GROUP_ROWS,
     unit: str | None = None,
+    previous: Path | None = None,
 ) -> CleanResult:
+    """`previous`: the takedown snapshot the last clean read (pinned), to recheck only what moved since."""
     start = time.perf_counter()
     result = CleanResult(media=media.name, provider=provider)
     raw_schema = media.raw_schema
@@ -670,13 +726,17 @@ def _clean_changes(
         changed, removed = raw_schema.empty_table(), pl.Series("identifier", [], pl.String)
     rej = _ids(prev_rejects, ["identifier", "reason"])
     recheck = rej.filter(pl.col("reason") == "duplicate")["identifier"]  # a twin may have gone: decide again
-    if takedowns_moved:
+    if takedowns_moved and previous is not None and previous.exists():
+        # Only works whose takedown reason moved since the last clean; `_rows_by_id` finds which are here.
+        recheck = pl.concat([recheck, _moved_takedowns(_takedown_frame(previous), tk)])
+    elif takedowns_moved:  # the last clean's snapshot is gone: every listed work, and every takedown reject
         tk_ids = tk["identifier"]
         listed = pl.col("reason").is_in(list(TAKEDOWN_REASONS)) | pl.col("identifier").is_in(tk_ids.implode())
         recheck = pl.concat([recheck, _ids_among(prev_clean, tk_ids), rej.filter(listed)["identifier"]])
     recheck = recheck.filter(~recheck.is_in(removed.implode())).unique().sort()
     again = _rows_by_id(raw_files, recheck.to_arrow(), raw_schema)
     delta_raw = sort_by_key(pa.concat_tables([changed, again]), ORDER_KEY)
+    del changed, again  # the sorted copy is what the pass reads: the change is held once, not twice
     affected = pa.array(sorted(set(removed.to_list()) | set(recheck.to_list())), pa.string())
 
     out = _Output(layout, media, shard_bytes=shard_bytes, row_group_rows=row_group_rows)
@@ -685,24 +745,30 @@ def _clean_changes(
 
     try:
         cpass.run(iter(delta_raw.to_batches(max_chunksize=batch_rows)))
+        del delta_raw  # spooled per license folder by the pass; the merges below read the spools
         delta_counts = (Counter(result.repairs), result.tags_dropped, result.rows_in)
         folders = sorted({f.parent.name for f in prev_clean} | set(cpass.spools))
-        deltas = {f: _table(cpass.spools[f].batches(), cpass.schema) for f in folders if f in cpass.spools}
         writers_by_folder = {f: new_writer(f) for f in folders}
         stats_by_folder: dict[str, MergeStats] = {}  # one entry per folder: no two threads update one object
+        keys_by_folder: dict[str, pa.Array] = {}  # foreign_identifier of the rows kept now, per folder (a copy)
 
         def merge_folder(folder: str) -> list[ShardInfo]:
             # Shards the change does not touch are linked as they are; in the others, untouched row groups are
-            # copied and the rest merged and encoded again.
+            # copied and the rest merged and encoded again. A folder's cleaned change is read from its spool
+            # here, so only the folders being merged hold theirs.
+            spool = cpass.spools.get(folder)
+            delta = _table(spool.batches(), cpass.schema) if spool else cpass.schema.empty_table()
+            keys_by_folder[folder] = delta["foreign_identifier"].combine_chunks()
             writer = writers_by_folder[folder]
             stats_by_folder[folder] = merge_into(
                 writer,
                 sorted((clean_dir / folder).glob("part-*.parquet")),
-                deltas.get(folder, cpass.schema.empty_table()),
+                delta,
                 ORDER_KEY,
                 affected,
                 lambda f, groups: _file_batches([f], cpass.schema, MERGE_BATCH_ROWS, groups),
             )
+            del delta
             return writer.close()
 
         # As in the full clean: license folders are independent files, two at a time.
@@ -713,7 +779,7 @@ def _clean_changes(
                 else:
                     shutil.rmtree(clean_staging / folder, ignore_errors=True)
         dups: list[pa.Table] = []
-        among = pa.chunked_array([t["foreign_identifier"] for t in deltas.values()], pa.large_string())
+        among = pa.chunked_array([keys_by_folder[f] for f in sorted(keys_by_folder)], pa.large_string())
         _drop_duplicates(clean_staging, result, dups, cpass.rej_schema, new_writer, raw_files, media, among)
         new_rejects = [_table(cpass.rejects.batches(), cpass.rej_schema), *dups]
         base = _file_batches(prev_rejects, cpass.rej_schema, 50_000)
