@@ -244,6 +244,7 @@ def test_a_takedown_change_rechecks_only_the_works_it_moved(catalog, tmp_path, m
     import openverse_dataset.transform.partition as partition
 
     monkeypatch.setattr(partition, "PIN_GRACE_S", 0)  # prune at once what no state refers to
+    partition._prune_snapshots(DataLayout(tmp_path / "empty"), "image")  # nothing pinned yet: nothing to do
     t = MEDIA_TABLES["image"]
     with catalog.catalog.begin() as conn:
         ids = sorted(conn.scalars(sa.select(sa.cast(t.c.identifier, sa.Text)).where(t.c.provider == "flickr")))

@@ -488,10 +488,6 @@ CLEAN_FORMAT = 3  # 2: rows in (created_on, identifier) order in every license f
 TAKEDOWN_REASONS = frozenset({"taken_down", "deleted_in_catalog", "mature"})
 
 
-def _sha(path: Path | None) -> str | None:
-    return sha256_file(path) if path is not None and path.exists() else None
-
-
 def _pin_snapshot(layout: DataLayout, media: str, takedowns: Path | None) -> tuple[Path | None, str | None]:
     """The takedown snapshot this clean reads, pinned under its sha256 (`layout.takedown_snapshot`): hard-linked
     before it is hashed, so the rules, the sha the state records and the copy the next clean compares with are the
@@ -519,9 +515,12 @@ PIN_GRACE_S = 7_200
 def _prune_snapshots(layout: DataLayout, media: str) -> None:
     """Remove pinned takedown snapshots no clean state refers to any more, once `PIN_GRACE_S` old (another
     partition's clean may have pinned one and not yet recorded it; st_ctime is when it was pinned)."""
+    folder = layout.takedown_snapshots_dir(media)
+    if not folder.is_dir():  # no clean has read a snapshot yet
+        return
     keep = {(_load_json(f) or {}).get("takedowns") for f in layout.clean_state_files(media)}
     old = time.time() - PIN_GRACE_S
-    for f in layout.takedown_snapshots_dir(media).iterdir():
+    for f in folder.iterdir():
         try:
             if f.stem not in keep and f.stat().st_ctime < old:
                 f.unlink()
