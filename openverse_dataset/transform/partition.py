@@ -78,8 +78,9 @@ WRITE_THREADS = 2
 # each holding a base batch, its filtered and merged copies and the writer's row group. Flickr's clean merge
 # after a random change set (every row group touched; 2M-row catalog, a fresh run process, runtime-only
 # environment): 10k rows 5.4 s / 547 MiB, 5k 5.6 s / 499 MiB, 2.5k 5.9 s / 486 MiB; one folder at a time
-# instead, 9.0 s / 445 MiB. (20k -> 10k had taken it from 526 to 475 MiB outside Dagster.)
-MERGE_BATCH_ROWS = 5_000
+# instead, 9.0 s / 445 MiB. (20k -> 10k had taken it from 526 to 475 MiB outside Dagster.) At 8M rows the random
+# refresh's CLI process peaked at 517 MiB with 5k and 506 MiB with 2.5k (69.7 s vs 70.6 s).
+MERGE_BATCH_ROWS = 2_500
 # polars' oldest Arrow types (`string`, not string views), then cast to `large_types`: one string type everywhere.
 ARROW_COMPAT = pl.CompatLevel.oldest()
 TAKEDOWN_SCHEMA = {"identifier": pl.String, "reason": pl.String}
