@@ -671,6 +671,7 @@ def refresh_clean(
     else:
         moved = tk_sha != state.get("takedowns")
         before = layout.takedown_snapshot(media.name, state["takedowns"]) if moved and state.get("takedowns") else None
+        before = before if before is not None and before.exists() else None  # pruned or never pinned: fall back
         result = _clean_changes(
             layout, media, provider, takedowns, changes, moved, unit=unit, opt_outs=opt_outs, previous=before, **kw
         )
@@ -706,7 +707,8 @@ def _clean_changes(
     unit: str | None = None,
     previous: Path | None = None,
 ) -> CleanResult:
-    """`previous`: the takedown snapshot the last clean read (pinned), to recheck only what moved since."""
+    """`previous`: the takedown snapshot the last clean read (pinned, existing), to recheck only what moved since;
+    None when the snapshot moved and that one is gone: every listed work is rechecked."""
     start = time.perf_counter()
     result = CleanResult(media=media.name, provider=provider)
     raw_schema = media.raw_schema
@@ -726,7 +728,7 @@ def _clean_changes(
         changed, removed = raw_schema.empty_table(), pl.Series("identifier", [], pl.String)
     rej = _ids(prev_rejects, ["identifier", "reason"])
     recheck = rej.filter(pl.col("reason") == "duplicate")["identifier"]  # a twin may have gone: decide again
-    if takedowns_moved and previous is not None and previous.exists():
+    if takedowns_moved and previous is not None:
         # Only works whose takedown reason moved since the last clean; `_rows_by_id` finds which are here.
         recheck = pl.concat([recheck, _moved_takedowns(_takedown_frame(previous), tk)])
     elif takedowns_moved:  # the last clean's snapshot is gone: every listed work, and every takedown reject
