@@ -34,3 +34,19 @@ def raise_if_injected(stage: str, provider: str) -> None:
     """Raise `InjectedFault` when the fault file lists `provider` under `stage`."""
     if injected(stage, provider):
         raise InjectedFault(f"injected {stage} fault for provider {provider!r} ({FAULT_FILE_ENV})")
+
+
+def delay_if_injected(stage: str, provider: str) -> float:
+    """Sleep as long as the fault file asks `stage` of `provider` to be slow (`{"slow_extract": {"flickr": 5}}`):
+    a slow catalog, for drills and for the test that slice runs go side by side. Returns the seconds slept."""
+    import time
+
+    path = os.environ.get(FAULT_FILE_ENV)
+    if not path or not Path(path).is_file():
+        return 0.0
+    try:
+        seconds = float((json.loads(Path(path).read_text()).get(f"slow_{stage}") or {}).get(provider, 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+    time.sleep(max(0.0, seconds))
+    return seconds

@@ -145,6 +145,14 @@ class DataLayout:
         """How a big provider is split into slices (catalog/slices.py): the source of truth for its units."""
         return self._inside("state", "slice-plans", media, f"{segment(provider)}.json")
 
+    def unit_lock_file(self, media: str, unit: str) -> Path:
+        """Held (flock) while one unit's raw or clean folders change: a slice's own run and its provider's run
+        may reach the same slice at once, and take turns on it."""
+        name, tag = _split_unit(unit)
+        if tag is None:
+            return self._inside("state", "locks", media, f"{segment(name)}.lock")
+        return self._inside("state", "locks", media, segment(name), f"{segment(tag)}.lock")
+
     def dump_dir(self, media: str, provider: str) -> Path:
         """Raw shards filtered of takedowns for the S3 dump (only those that needed filtering)."""
         return self._inside("dumps", media, segment(provider))

@@ -23,8 +23,11 @@ from openverse_dataset.catalog.schema import MEDIA_TABLES
 from openverse_dataset.catalog.slices import (
     id_ranges,
     load_plan,
+    plan_new_provider,
     provider_units,
     refresh_provider,
+    refresh_slice,
+    round_finished,
     run_units,
     slice_count,
     slice_of,
@@ -34,7 +37,8 @@ from openverse_dataset.catalog.takedowns import snapshot_takedowns
 from openverse_dataset.cli import main
 from openverse_dataset.layout import DataLayout
 from openverse_dataset.media import IMAGE
-from openverse_dataset.transform.partition import clean_provider
+from openverse_dataset.transform import partition
+from openverse_dataset.transform.partition import clean_provider, refresh_clean
 from openverse_dataset_tests.test_build import tree_digest
 from openverse_dataset_tests.test_extract_postgres import rows
 from openverse_dataset_tests.test_refresh_postgres import CLEAN_KW, KW, NOW, change, tree
@@ -173,6 +177,100 @@ def test_sliced_incremental_refresh_and_growth_replan_match_a_fresh_build(catalo
     fresh2 = DataLayout(tmp_path / "fresh2")
     build(catalog, fresh2, "flickr", NOW)
     assert outputs(inc, "flickr") == outputs(fresh2, "flickr")
+
+
+@pytest.mark.postgres
+def test_slice_runs_then_the_provider_run_match_a_fresh_build(catalog, tmp_path, monkeypatch):
+    """What the sensor does for a changed big provider: each slice refreshed and cleaned by a run of its own, then
+    the provider's run, which takes those slices as they are (no catalog read, no clean) and assembles them."""
+    inc = DataLayout(tmp_path / "inc")
+    build(catalog, inc, "flickr", NOW - timedelta(days=1))
+    build(catalog, inc, "wikimedia", NOW - timedelta(days=1))
+    change(catalog)
+    snapshot_takedowns(catalog.catalog_url, catalog.api_url, IMAGE, inc)  # the takedowns asset, before the runs
+    tk = inc.takedowns_file("image")
+    units = provider_units(inc, "image", "flickr")
+
+    def slice_run(key: str, trigger: str = "T1", bound: int = BOUND):
+        return refresh_slice(
+            inc,
+            IMAGE,
+            key,
+            refresh=partial(refresh_raw, catalog.catalog_url, IMAGE, layout=inc, now=NOW, **KW),
+            clean=lambda **kw: refresh_clean(inc, IMAGE, takedowns=tk, **CLEAN_KW, **kw),
+            trigger=trigger,
+            bound=bound,
+        )
+
+    assert slice_run("flickr/0of2").skipped  # not in the plan: nothing done
+    assert "bound moved" in slice_run(units[0].key, bound=BOUND * 2).skipped
+    done = [slice_run(s.key) for s in units]
+    assert not any(o.skipped for o in done) and {o.raw.mode for o in done} == {"incremental"}
+    assert sum(o.raw.rows_changed for o in done) > 0 and sum(o.clean.rows_cleaned for o in done) > 0
+
+    one = partial(refresh_raw, catalog.catalog_url, IMAGE, "flickr", inc, now=NOW, settled="T1", **KW)
+    raw = refresh_provider(catalog.catalog_url, IMAGE, "flickr", inc, bound=BOUND, refresh=one)
+    assert [r.extra.get("settled_by_slice_run") for r in raw.results] == [1] * len(units)
+    assert sum(r.rows_read for r in raw.results) == 0  # the provider run read nothing from the catalog
+    assert sum(r.rows_changed for r in raw.results) == sum(o.raw.rows_changed for o in done)  # still counted
+    with monkeypatch.context() as m:  # nothing is cleaned again: not even an empty incremental pass
+        m.setattr(partition, "_clean_changes", lambda *a, **k: pytest.fail("a settled slice was cleaned again"))
+        m.setattr(partition, "clean_partition", lambda *a, **k: pytest.fail("a settled slice was cleaned again"))
+        clean, mode, _, n = clean_provider(inc, IMAGE, "flickr", takedowns=tk, **CLEAN_KW)
+    assert n == len(units) and mode == "incremental" and clean.rows_cleaned == 0  # nothing cleaned again
+    assert clean.kept + clean.rejected_total == len(catalog_ids(catalog, "flickr"))
+    build(catalog, inc, "wikimedia", NOW)
+    fresh = DataLayout(tmp_path / "fresh")
+    for p in ("flickr", "wikimedia"):
+        build(catalog, fresh, p, NOW)
+        assert outputs(inc, p) == outputs(fresh, p)
+
+    # Another change token: the provider run does not take the slices as they are; it reads the catalog again.
+    other = partial(refresh_raw, catalog.catalog_url, IMAGE, "flickr", inc, now=NOW, settled="T2", **KW)
+    again = refresh_provider(catalog.catalog_url, IMAGE, "flickr", inc, bound=BOUND, refresh=other)
+    assert not any(r.extra.get("settled_by_slice_run") for r in again.results)
+    assert outputs(inc, "flickr") == outputs(fresh, "flickr")
+
+
+@pytest.mark.postgres
+def test_a_first_extract_planned_from_the_providers_count_runs_slice_by_slice(catalog, tmp_path):
+    """The providers asset counts every provider anyway: a big one never extracted gets its plan from that count,
+    so its first extract is one run per slice too; the provider's run then only assembles."""
+    layout = DataLayout(tmp_path / "d")
+    assert plan_new_provider(layout, "image", "wikimedia", 40, BOUND) is None  # fits one unit
+    units = plan_new_provider(layout, "image", "flickr", 1500, BOUND)
+    assert [s.key for s in units] == [f"flickr/{k}of8" for k in range(8)]
+    assert plan_new_provider(layout, "image", "flickr", 99_999, BOUND) == units  # planned once, kept
+    snapshot_takedowns(catalog.catalog_url, catalog.api_url, IMAGE, layout)
+    tk = layout.takedowns_file("image")
+    for s in units:
+        out = refresh_slice(
+            layout,
+            IMAGE,
+            s.key,
+            refresh=partial(refresh_raw, catalog.catalog_url, IMAGE, layout=layout, now=NOW, **KW),
+            clean=lambda **kw: refresh_clean(layout, IMAGE, takedowns=tk, **CLEAN_KW, **kw),
+            trigger="first",
+            bound=BOUND,
+        )
+        assert not out.skipped and out.raw.mode == "full" and out.raw.extract.snapshot_rows <= BOUND
+    one = partial(refresh_raw, catalog.catalog_url, IMAGE, "flickr", layout, now=NOW, settled="first", **KW)
+    raw = refresh_provider(catalog.catalog_url, IMAGE, "flickr", layout, bound=BOUND, refresh=one)
+    assert raw.slices == 8 and raw.replans == 0 and sum(r.rows_read for r in raw.results) == 0
+    clean_provider(layout, IMAGE, "flickr", takedowns=tk, **CLEAN_KW)
+    assert assert_bounded(layout, "flickr", catalog) == 8
+    fresh = DataLayout(tmp_path / "fresh")
+    build(catalog, fresh, "flickr", NOW)
+    assert outputs(layout, "flickr") == outputs(fresh, "flickr")
+
+
+def test_a_round_of_slice_runs_is_over_when_every_run_has_finished():
+    assert not round_finished([], 4, waited_s=5)  # not launched yet
+    assert not round_finished([True, True, False, True], 4, waited_s=500)  # one still running (or retrying)
+    assert round_finished([True] * 4, 4, waited_s=1)
+    assert not round_finished([True] * 3, 4, waited_s=5)  # the fourth not launched yet
+    assert round_finished([True] * 3, 4, waited_s=500)  # it never came: the provider's run covers it
+    assert round_finished([], 4, waited_s=500)
 
 
 def _pid_after(delay: float, fail: int | None = None) -> int:

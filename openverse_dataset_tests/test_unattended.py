@@ -10,6 +10,7 @@ every process it started, pass or fail.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -277,3 +278,78 @@ def _partitions(home: Path) -> list[str]:
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return instance.get_dynamic_partitions("image_providers")
+
+
+BIG = "flickr"  # 1,001 demo rows: above a bound of 300, so split into slices
+
+
+def test_a_big_provider_refreshes_as_one_run_per_slice(upstream_catalog, daemon_env):
+    """With only the daemon running: a change to a provider split into slices is extracted and cleaned by one run
+    per slice (each on its own snapshot), then the provider's run assembles them without reading the catalog
+    again, and the release carries the change."""
+    import dagster as dg
+
+    from openverse_dataset.defs.tags import CATALOG_CHANGE_TAG
+
+    env, data, home = daemon_env["env"], daemon_env["data"], daemon_env["home"]
+    env["OPENVERSE_PARTITION_MAX_ROWS"] = "300"
+    cfg = yaml.safe_load((home / "dagster.yaml").read_text())
+    cfg["concurrency"]["pools"]["default_limit"] = 2  # `dagster instance concurrency set catalog_db 2`
+    (home / "dagster.yaml").write_text(yaml.safe_dump(cfg))
+    upstream_catalog.insert_media("image", [r for r in demo_rows(IMAGE) if r["provider"] == BIG])
+    rel = Release(data / "hub")
+    log_path = REPO / "artifacts" / "unattended-slices-dagster-dev.log"
+    log_path.parent.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        proc = dagster_dev(stack, env, log_path, free_port())
+        first = _wait(
+            "first release with the big provider",
+            lambda: set(rel.rows()["provider"].unique().to_list()) == {*INITIAL, BIG},
+            proc,
+            log_path,
+            FIRST_TIMEOUT,
+        )
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            keys = sorted(instance.get_dynamic_partitions("image_slices"))
+        assert len(keys) >= 4 and all(k.startswith(f"{BIG}/") for k in keys), keys  # registered from the plan
+
+        daemon_env["faults"].write_text(json.dumps({"slow_extract": {BIG: 4}}))  # each slice run takes 4 s more
+        edited = upstream_catalog.execute(
+            "update image set title = 'Edited in a slice run', updated_on = now() where identifier in "
+            "(select identifier from image where provider = :p order by identifier desc limit 3)",
+            p=BIG,
+        )
+        assert edited == 3
+        took = _wait(
+            "the sliced provider's edit released",
+            lambda: "Edited in a slice run" in _titles(rel, BIG) and len(_titles(rel, BIG)) > 3,
+            proc,
+            log_path,
+        )
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            slice_runs = instance.get_runs(dg.RunsFilter(job_name="image_refresh_slice"))
+            tokens = {r.tags.get(CATALOG_CHANGE_TAG) for r in slice_runs}
+            assert len(tokens) == 1 and None not in tokens  # one round, for the one change
+            assert sorted(r.tags["dagster/partition"] for r in slice_runs) == keys  # one run per slice
+            assert {r.status for r in slice_runs} == {dg.DagsterRunStatus.SUCCESS}
+            provider_runs = instance.get_runs(
+                dg.RunsFilter(job_name="image_refresh_provider", tags={CATALOG_CHANGE_TAG: tokens.pop()})
+            )
+            assert [r.tags["dagster/partition"] for r in provider_runs] == [BIG]
+            spans = [(st.start_time, st.end_time) for st in (instance.get_run_stats(r.run_id) for r in slice_runs)]
+            assert instance.get_run_stats(provider_runs[0].run_id).start_time >= max(e for _, e in spans)
+            overlapping = any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans, 2))
+            assert overlapping, spans  # side by side, as the pool allows: separate runs, not one after another
+            mats = {
+                e.asset_materialization.partition: e.asset_materialization.metadata
+                for e in instance.fetch_materializations(dg.AssetKey(["image", "slice"]), limit=100).records
+            }
+            read = sum(m["rows_changed"].value for m in mats.values())
+            assert 3 <= read < 100  # the change (and the rows of the watermark's overlap window), not the provider
+            raw = instance.fetch_materializations(dg.AssetKey(["image", "raw"]), limit=1).records[0]
+            meta = raw.asset_materialization.metadata
+            assert raw.asset_materialization.partition == BIG and raw.run_id == provider_runs[0].run_id
+            assert meta["slices_refreshed_by_own_runs"].value == len(keys)
+            assert meta["rows_read_from_catalog"].value == 0  # the provider run read no row again
+    print(f"\nbig provider: first release {first:.1f}s; edit released through {len(keys)} slice runs in {took:.1f}s")
+    assert not group_members(proc.pid)

@@ -58,6 +58,7 @@ from openverse_dataset.parquet import (
     DEFAULT_SHARD_BYTES,
     ORDER_KEY,
     RAW_ROW_GROUP_ROWS,
+    ShardInfo,
     ShardWriter,
     layout_settings,
     merge_into,
@@ -112,6 +113,7 @@ class RawState:
     last_full_rebuild: str
     settings: dict
     format: int = FORMAT
+    trigger: str | None = None  # the catalog change (watermark token) a slice run refreshed this unit for
 
     @classmethod
     def load(cls, path: Path) -> RawState | None:
@@ -339,6 +341,8 @@ def refresh_raw(
     row_group_rows: int = RAW_ROW_GROUP_ROWS,
     unit: str | None = None,
     id_range: IdRange | None = None,
+    trigger: str | None = None,
+    settled: str | None = None,
     **extract_kw,
 ) -> RefreshResult:
     """Bring the partition's raw folder up to the catalog: incrementally when safe, else a full extract.
@@ -346,17 +350,25 @@ def refresh_raw(
     `current` is the provider's watermark (newest updated_on, deleted_on) taken just before, for the
     "went backwards" check (read here when not given). The change record for the clean step is rewritten
     either way. A slice of a big provider passes its `unit` (its folders and state) and `id_range`.
+
+    Slice runs: a slice's own run passes the catalog change it answers (`trigger`, the watermark token the
+    sensor saw), recorded in the state; the provider run requested after those runs passes the same token as
+    `settled`, and a unit already refreshed for it is taken as it is (no catalog read, no write): it is as
+    current as the sensor asked for, and anything newer moves the watermark and starts the next round.
     """
     now = now or datetime.now(UTC)
-    if current is None:
-        wm = provider_watermark(url, media, provider)
-        current = (wm.max_updated_on, wm.max_deleted_on)
-    settings = {"shard_bytes": shard_bytes, "row_group_rows": row_group_rows}
-    layout_key = layout_settings(settings)  # an incremental merge keeps files: only into files of the same layout
     unit = unit or provider
     state_path = layout.state_file("raw", media.name, unit)
     folder = layout.raw_dir(media.name, unit)
     state = RawState.load(state_path)
+    settings = {"shard_bytes": shard_bytes, "row_group_rows": row_group_rows}
+    layout_key = layout_settings(settings)  # an incremental merge keeps files: only into files of the same layout
+    current_for = settled and not force_full and state is not None and state.trigger == settled
+    if current_for and state.settings == layout_key and _folder_matches(folder, state):
+        return _settled(layout, media, provider, unit, state)
+    if current is None:
+        wm = provider_watermark(url, media, provider)
+        current = (wm.max_updated_on, wm.max_deleted_on)
     reason = (
         "full rebuild requested" if force_full else full_reason(state, folder, layout_key, now, full_every, *current)
     )
@@ -377,12 +389,39 @@ def refresh_raw(
             release_staging(staging)
             reason = f"change larger than {MAX_CHANGE_SHARE:.0%} of the partition"
         else:
-            return _merge(layout, media, unit, state, staging, counts, settings, start)
+            return _merge(layout, media, unit, state, staging, counts, settings, start, trigger)
     extract_kw.update(unit=unit, id_range=id_range)
-    return _full(url, media, provider, layout, reason, now, settings, current[1], extract_kw)
+    return _full(url, media, provider, layout, reason, now, settings, current[1], extract_kw, trigger)
 
 
-def _full(url, media, provider, layout, reason, now, settings, deleted_mark, extract_kw) -> RefreshResult:
+def _settled(layout: DataLayout, media: MediaType, provider: str, unit: str, state: RawState) -> RefreshResult:
+    """A unit its slice run already refreshed for this change: its files and state as they are, and what that
+    run changed (from its change record), so the provider's metadata still counts it."""
+    done = load_changes(layout, media.name, unit) or {}
+    result = ExtractResult(
+        media=media.name,
+        provider=provider,
+        method="slice run",
+        rows=state.rows,
+        shards=[ShardInfo(**s) for s in state.shards],
+        snapshot_rows=state.rows,
+        max_updated_on=_dt(state.max_updated_on),
+        seconds=0.0,
+    )
+    full = done.get("mode") == "full"
+    return RefreshResult(
+        "full" if full else "incremental",
+        "by its slice run" if full else "",
+        result,
+        state,
+        rows_read=0,  # by this run: the slice run's reads are on its own materialization
+        rows_changed=int(done.get("changed", state.rows if full else 0)),
+        rows_removed=int(done.get("removed", 0)),
+        extra={"settled_by_slice_run": 1},
+    )
+
+
+def _full(url, media, provider, layout, reason, now, settings, deleted_mark, extract_kw, trigger=None) -> RefreshResult:
     # `deleted_mark` was read before the extract's snapshot: a row deleted after it is newer and seen next time.
     unit = extract_kw.get("unit") or provider
     prev = RawState.load(layout.state_file("raw", media.name, unit))
@@ -395,6 +434,7 @@ def _full(url, media, provider, layout, reason, now, settings, deleted_mark, ext
         max_deleted_on=_iso(deleted_mark),
         last_full_rebuild=now.isoformat(),
         settings=layout_settings(settings),
+        trigger=trigger,
     )
     staging = layout.staging_dir(f"changes-{media.name}")
     staging.mkdir(parents=True)
@@ -406,7 +446,7 @@ def _full(url, media, provider, layout, reason, now, settings, deleted_mark, ext
     return RefreshResult("full", reason, result, state, rows_read=result.rows, rows_changed=result.rows)
 
 
-def _merge(layout, media, provider, state, staging, counts, settings, start) -> RefreshResult:
+def _merge(layout, media, provider, state, staging, counts, settings, start, trigger=None) -> RefreshResult:
     folder = layout.raw_dir(media.name, provider)
     files = sorted(folder.glob("part-*.parquet"))
     changed = pq.read_table(staging / "changed.parquet").cast(media.raw_schema)
@@ -440,6 +480,7 @@ def _merge(layout, media, provider, state, staging, counts, settings, start) -> 
         max_deleted_on=_iso(counts["max_deleted_on"]),
         last_full_rebuild=state.last_full_rebuild,
         settings=layout_settings(settings),
+        trigger=trigger,
     )
     meta = {"mode": "incremental", "base_version": state.version, "version": new.version}
     kept = ("changed", "deleted", "moved", "removed", "read", "timestamps_out_of_range")

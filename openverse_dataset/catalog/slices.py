@@ -19,20 +19,24 @@ is streamed when it holds more than the bound, and the plan is refined. The plan
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from openverse_dataset.catalog.connect import CatalogError, catalog_engines, redact
 from openverse_dataset.catalog.extract import ExtractResult, IdRange, TooManyRows
 from openverse_dataset.catalog.schema import MEDIA_TABLES
-from openverse_dataset.layout import DataLayout, slice_unit
+from openverse_dataset.layout import DataLayout, slice_unit, unsegment
 from openverse_dataset.media import MediaType
 
 DEFAULT_MAX_ROWS = 25_000_000  # ~10 us/row extract + ~17 us/row clean: ~11 min of snapshot and work per unit
@@ -88,6 +92,29 @@ def run_units(fn: Callable, calls: list[dict], workers: int) -> list:
             raise
 
 
+@contextmanager
+def unit_lock(layout: DataLayout, media: str, unit: str) -> Iterator[None]:
+    """Hold one unit's lock (`layout.unit_lock_file`) while its folders and state change.
+
+    A slice is refreshed by its own run (the slice asset) and again by its provider's run, which may meet it:
+    they take turns, and the second finds nothing left to do. The kernel drops the lock if the holder dies.
+    """
+    path = layout.unit_lock_file(media, unit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def locked(fn: Callable, layout: DataLayout, media: str, *, unit: str, **kw):
+    """`fn(unit=unit, **kw)` holding the unit's lock (module level, so worker processes can unpickle it)."""
+    with unit_lock(layout, media, unit):
+        return fn(unit=unit, **kw)
+
+
 def slice_count(rows: int, bound: int) -> int:
     """The fewest slices (a power of two) for `rows`: 1 up to the bound, else average at most FILL x bound."""
     if rows <= bound:
@@ -137,6 +164,11 @@ class Slice:
     def id_range(self) -> IdRange:
         return id_ranges(self.count)[self.index]
 
+    @property
+    def key(self) -> str:
+        """Its partition key in the UI and for its own runs (`<media>_slices`): `flickr/3of8`."""
+        return f"{self.provider}/{self.tag}"
+
 
 def slices(provider: str, n: int) -> list[Slice]:
     return [Slice(provider, k, n) for k in range(n)]
@@ -166,6 +198,16 @@ def provider_units(layout: DataLayout, media: str, provider: str) -> list[Slice]
     """The provider's slices in order, per its plan; None when the provider is a single unit."""
     plan = load_plan(layout, media, provider)
     return slices(provider, plan.slices) if plan else None
+
+
+def slice_for_key(layout: DataLayout, media: str, key: str) -> Slice | None:
+    """The slice a partition key names, if the provider's current plan has it (None: superseded or unknown).
+
+    The key is matched against the plan's own slices, never parsed into a unit: a provider name may hold '/'.
+    """
+    provider, _, tag = key.rpartition("/")
+    units = provider_units(layout, media, provider) if provider else None
+    return next((s for s in units or [] if s.tag == tag), None)
 
 
 def _save_plan(layout: DataLayout, media: str, provider: str, plan: SlicePlan | None) -> None:
@@ -274,11 +316,12 @@ def refresh_provider(
     for _ in range(max_rounds):
         units = slices(provider, n) if n > 1 else None
         try:
+            one = partial(locked, refresh, layout, media.name)  # a slice's own run may hold it: take turns
             if units is None:
-                results = [refresh(unit=provider, id_range=None, max_rows=bound)]
+                results = [one(unit=provider, id_range=None, max_rows=bound)]
             else:
                 calls = [{"unit": s.unit, "id_range": s.id_range, "max_rows": bound} for s in units]
-                results = run_units(refresh, calls, workers)
+                results = run_units(one, calls, workers)
         except TooManyRows as exc:
             n = min(MAX_SLICES, max(n * 2, n * slice_count(exc.rows, bound)))
             replans += 1
@@ -311,12 +354,17 @@ def remove_other_slices(layout: DataLayout, media: str, provider: str, keep: lis
         for entry in root.iterdir():
             name = entry.name.removesuffix(".json")
             if name not in wanted:
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+                with unit_lock(layout, media, slice_unit(provider, unsegment(name))):  # a slice run ends first
+                    _remove(entry)
         if not any(root.iterdir()):
             root.rmdir()
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
 
 
 def _assemble_raw(layout: DataLayout, media: str, provider: str, units: list[Slice] | None) -> None:
@@ -352,3 +400,77 @@ def summary(result: SlicedRefresh) -> dict:
         "max_updated_on": max(newest) if newest else None,
         "largest_unit_rows": max((e.rows for e in ex), default=0),
     }
+
+
+@dataclass
+class SliceOutcome:
+    """What one slice's own run did: its raw refresh and its clean, or why it did neither."""
+
+    slice: Slice | None
+    skipped: str = ""  # why nothing was done ("": it ran)
+    raw: object = None  # catalog.refresh.RefreshResult
+    clean: object = None  # transform.partition.CleanResult
+    clean_mode: str = ""
+    clean_reason: str = ""
+
+
+def refresh_slice(
+    layout: DataLayout,
+    media: MediaType,
+    key: str,
+    *,
+    refresh: Callable,
+    clean: Callable,
+    trigger: str | None,
+    bound: int,
+) -> SliceOutcome:
+    """One slice's own run: refresh its raw files, then clean them, holding its lock; nothing else of the provider.
+
+    `refresh(provider=..., unit=..., id_range=..., max_rows=..., trigger=...)` is `catalog.refresh.refresh_raw`
+    with the run's arguments bound, `clean(provider=..., unit=...)` is `transform.partition.refresh_clean`.
+    The slice is looked up in the provider's current plan, again once its lock is held: a plan changed by the
+    provider's run in the meantime (a re-plan) makes this run a no-op, as does a slice now above the bound or a
+    bound changed since the plan (the provider's next run re-plans). The provider's run assembles the slices'
+    files; for the same `trigger` it takes them as they are (`refresh_raw`'s `settled`).
+    """
+    found = slice_for_key(layout, media.name, key)
+    if found is None:
+        return SliceOutcome(None, f"{key} is not in its provider's current slice plan (re-planned since)")
+    with unit_lock(layout, media.name, found.unit):
+        plan = load_plan(layout, media.name, found.provider)
+        if slice_for_key(layout, media.name, key) is None or plan is None:
+            return SliceOutcome(None, f"{key} left its provider's slice plan while this run waited for it")
+        if plan.bound != bound:
+            return SliceOutcome(found, f"the bound moved from {plan.bound:,} to {bound:,}: its provider's run re-plans")
+        try:
+            raw = refresh(
+                provider=found.provider, unit=found.unit, id_range=found.id_range, max_rows=bound, trigger=trigger
+            )
+        except TooManyRows as exc:
+            why = f"{key} now holds {exc.rows:,} rows, above {plan.bound:,}: its provider's next run re-plans"
+            return SliceOutcome(found, why)
+        result, mode, why = clean(provider=found.provider, unit=found.unit)
+    return SliceOutcome(found, "", raw, result, mode, why)
+
+
+def round_finished(statuses: list[bool], expected: int, waited_s: float, launch_grace_s: float = 120.0) -> bool:
+    """Whether a round of slice runs is over: every run requested has finished (succeeded or failed for good)
+    and all `expected` were launched, or some never came within the grace (the provider's run covers them)."""
+    if any(not done for done in statuses):
+        return False
+    return len(statuses) >= expected or waited_s >= launch_grace_s
+
+
+def plan_new_provider(layout: DataLayout, media: str, provider: str, rows: int, bound: int) -> list[Slice] | None:
+    """Plan the slices of a provider never extracted from a row count already taken (the providers asset's), so
+    its first extract, too, can run as one run per slice. None when it fits one unit or was extracted before
+    (its plan is then its refreshes' business: `refresh_provider`)."""
+    if load_plan(layout, media, provider) is not None or layout.state_file("raw", media, provider).exists():
+        return provider_units(layout, media, provider)
+    if layout.raw_dir(media, provider).is_dir():
+        return None
+    n = slice_count(rows, bound)
+    if n == 1:
+        return None
+    _save_plan(layout, media, provider, SlicePlan(n, bound, rows, []))
+    return slices(provider, n)

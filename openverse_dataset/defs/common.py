@@ -24,6 +24,23 @@ READY = (
 PROVIDER_PARTITIONS: dict[str, dg.DynamicPartitionsDefinition] = {
     m: dg.DynamicPartitionsDefinition(name=f"{m}_providers") for m in MEDIA_TYPES
 }
+# The slices of big providers (`flickr/3of8`), one partition each: registered by the provider's raw run from its
+# slice plan, refreshed as runs of their own by the stale-provider sensor (defs/slices.py).
+SLICE_PARTITIONS: dict[str, dg.DynamicPartitionsDefinition] = {
+    m: dg.DynamicPartitionsDefinition(name=f"{m}_slices") for m in MEDIA_TYPES
+}
+
+
+def sync_slice_partitions(instance: dg.DagsterInstance, media: MediaType, provider: str, units: list | None) -> None:
+    """Make the provider's slice partitions (`<media>_slices`) those of its current plan: add new, drop old."""
+    pdef = SLICE_PARTITIONS[media.name]
+    have = set(instance.get_dynamic_partitions(pdef.name))
+    want = {s.key for s in units or []}
+    add = sorted(want - have)
+    if add:
+        instance.add_dynamic_partitions(pdef.name, add)
+    for k in sorted(k for k in have - want if k.rpartition("/")[0] == provider):
+        instance.delete_dynamic_partition(pdef.name, k)
 
 
 def key(media: MediaType | str, stage: str) -> dg.AssetKey:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key
+from openverse_dataset.defs.common import PROVIDER_PARTITIONS, SLICE_PARTITIONS, key
 from openverse_dataset.media import MEDIA_TYPES
 
 
@@ -16,6 +16,10 @@ def refresh_job_name(media: str) -> str:
 
 def publish_job_name(media: str) -> str:
     return f"{media}_publish_release"
+
+
+def refresh_slice_job_name(media: str) -> str:
+    return f"{media}_refresh_slice"
 
 
 def refresh_and_publish_job_name(media: str) -> str:
@@ -37,6 +41,15 @@ def _build_jobs() -> list:
                 selection=dg.AssetSelection.assets(key(m, "raw"), key(m, "clean"), key(m, "rejects")),
                 partitions_def=PROVIDER_PARTITIONS[m],
                 description=f"Refresh one {m} provider: extract from the catalog, then clean (and rejects).",
+            )
+        )
+        out.append(
+            dg.define_asset_job(
+                refresh_slice_job_name(m),
+                selection=dg.AssetSelection.assets(key(m, "slice")),
+                partitions_def=SLICE_PARTITIONS[m],
+                description=f"Refresh one slice of a big {m} provider (extract and clean its identifier range); "
+                "the provider's refresh run then assembles its slices.",
             )
         )
         out.append(

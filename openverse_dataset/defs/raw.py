@@ -7,8 +7,14 @@ from typing import Literal
 import dagster as dg
 
 from openverse_dataset.catalog.refresh import full_every_from_env, overlap_from_env, refresh_raw
-from openverse_dataset.catalog.slices import max_rows_from_env, refresh_provider, summary, workers_from_env
-from openverse_dataset.catalog.watermarks import provider_watermark
+from openverse_dataset.catalog.slices import (
+    max_rows_from_env,
+    provider_units,
+    refresh_provider,
+    summary,
+    workers_from_env,
+)
+from openverse_dataset.catalog.watermarks import Watermark, provider_watermark
 from openverse_dataset.defs.common import (
     CATALOG_POOL,
     OWNERS,
@@ -16,9 +22,12 @@ from openverse_dataset.defs.common import (
     column_schema,
     key,
     md_table,
+    sync_slice_partitions,
 )
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, catalog_kind
+from openverse_dataset.defs.tags import CATALOG_CHANGE_TAG
 from openverse_dataset.faults import raise_if_injected
+from openverse_dataset.layout import DataLayout
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 
 
@@ -31,6 +40,25 @@ class RawConfig(dg.Config):
     readers: int = 1  # PostgreSQL: parallel identifier-range readers on one exported snapshot (same bytes out)
     ranges: int = 0  # created_on ranges to split into (0: one per reader); more = smaller server-side sorts
     full_rebuild: bool = False  # read the whole partition even when an incremental refresh would do
+
+
+def unit_refresher(url: str, media: MediaType, layout: DataLayout, config: RawConfig, watermark: Watermark) -> partial:
+    """`refresh_raw` with one run's settings bound: a provider run and a slice's own run refresh units alike."""
+    return partial(
+        refresh_raw,
+        url,
+        media,
+        layout=layout,
+        full_every=full_every_from_env(),
+        overlap=overlap_from_env(),
+        force_full=config.full_rebuild,
+        current=(watermark.max_updated_on, watermark.max_deleted_on),
+        method=config.method,
+        readers=config.readers,
+        ranges=config.ranges or None,
+        batch_rows=config.batch_rows,
+        shard_bytes=config.shard_mb * 1024 * 1024,
+    )
 
 
 def raw_asset(media: MediaType) -> dg.AssetsDefinition:
@@ -70,27 +98,19 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
         # Taken before the extract: a change during the extract moves the catalog past it and is seen next tick.
         watermark = provider_watermark(catalog.catalog_url(), media, provider)
         workers = workers_from_env()  # slices side by side in worker processes: no progress callback crosses
+        # A provider run requested after its slices' own runs takes the slices they refreshed as they are.
+        settled = context.run.tags.get(CATALOG_CHANGE_TAG)
         one_unit = partial(
-            refresh_raw,
-            catalog.catalog_url(),
-            media,
-            provider,
-            data_dir.layout,
-            full_every=full_every_from_env(),
-            overlap=overlap_from_env(),
-            force_full=config.full_rebuild,
-            current=(watermark.max_updated_on, watermark.max_deleted_on),
-            method=config.method,
-            readers=config.readers,
-            ranges=config.ranges or None,
-            batch_rows=config.batch_rows,
-            shard_bytes=config.shard_mb * 1024 * 1024,
+            unit_refresher(catalog.catalog_url(), media, data_dir.layout, config, watermark),
+            provider=provider,
+            settled=settled,
             progress=progress if workers == 1 else None,
         )
         bound = max_rows_from_env()
         sliced = refresh_provider(
             catalog.catalog_url(), media, provider, data_dir.layout, bound=bound, refresh=one_unit, workers=workers
         )
+        sync_slice_partitions(context.instance, media, provider, provider_units(data_dir.layout, media.name, provider))
         units = sliced.results
         refresh = next((r for r in units if r.mode == "full"), units[0])  # the first full one says why
         mode = "full" if any(r.mode == "full" for r in units) else "incremental"
@@ -104,7 +124,9 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
             if mode == "full"
             else (f"incremental: {rows_changed:,} changed rows read, {rows_removed:,} removed")
         )
+        own = sum(r.extra.get("settled_by_slice_run", 0) for r in units)
         split = f" in {sliced.slices} slices of at most {bound:,} rows" if sliced.slices > 1 else ""
+        split += f" ({own} refreshed by their own runs)" if own else ""
         context.log.info(
             f"{provider}: {total['rows']:,} rows{split}, {total['shards']} shards, "
             f"{total['bytes']:,} bytes in {sliced.seconds:.2f}s via {result.method}; {how}"
@@ -137,6 +159,8 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
                 "snapshot_rows": total["snapshot_rows"],
                 # Bounded partitions: each unit held its own snapshot of at most `partition_max_rows` rows.
                 "slices": sliced.slices,
+                # Slices their own runs had refreshed for this change (`openverse/catalog_change`): taken as they are.
+                "slices_refreshed_by_own_runs": sum(r.extra.get("settled_by_slice_run", 0) for r in units),
                 "partition_max_rows": bound,
                 "largest_unit_rows": total["largest_unit_rows"],
                 "watermark_updated_on": total["max_updated_on"].isoformat() if total["max_updated_on"] else "",

@@ -24,15 +24,22 @@ import dagster as dg
 from openverse_dataset.alerting import Alert, send_alert
 from openverse_dataset.catalog.prepare import MissingIndexes
 from openverse_dataset.catalog.providers import partition_key_problem
+from openverse_dataset.catalog.slices import round_finished
 from openverse_dataset.catalog.snapshot_marks import earliest, mark_from_json, mark_to_json
 from openverse_dataset.catalog.takedowns import hidden_sources
 from openverse_dataset.catalog.watermarks import catalog_watermarks, takedown_mark, takedowns_since
-from openverse_dataset.defs.common import PROVIDER_PARTITIONS, key, latest_partition_metadata, recorded_watermarks
+from openverse_dataset.defs.common import (
+    PROVIDER_PARTITIONS,
+    SLICE_PARTITIONS,
+    key,
+    latest_partition_metadata,
+    recorded_watermarks,
+)
 from openverse_dataset.defs.freshness import evaluation, freshness_report
-from openverse_dataset.defs.jobs import JOBS, publish_job_name, refresh_job_name
+from openverse_dataset.defs.jobs import JOBS, publish_job_name, refresh_job_name, refresh_slice_job_name
 from openverse_dataset.defs.resources import CatalogResource
 from openverse_dataset.defs.status import root_error
-from openverse_dataset.defs.tags import REFRESH_TAKEDOWNS_TAG
+from openverse_dataset.defs.tags import CATALOG_CHANGE_TAG, REFRESH_TAKEDOWNS_TAG, SLICE_OF_TAG
 from openverse_dataset.media import MEDIA_TYPES, MediaType
 from openverse_dataset.release.holdback import first_line
 
@@ -66,13 +73,18 @@ def stale_sensor(media: MediaType) -> dg.SensorDefinition:
 
     @dg.sensor(
         name=f"{media.name}_stale_providers",
-        jobs=[JOBS[refresh_job_name(media.name)], JOBS[publish_job_name(media.name)]],
+        jobs=[
+            JOBS[refresh_job_name(media.name)],
+            JOBS[publish_job_name(media.name)],
+            JOBS[refresh_slice_job_name(media.name)],
+        ],
         minimum_interval_seconds=interval("stale_sensor", 300),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Keeps the {media.name} provider partitions equal to the catalog's providers (new ones are "
         "added and refreshed in the same tick; gone ones are removed and a release without them is requested), "
         "refreshes only providers whose catalog watermark (newest updated_on, newest deleted_on) moved since "
-        "their last raw extract, and reports per-provider freshness (check `providers_fresh`).",
+        "their last raw extract (a provider split into slices: one run per slice, then the provider's run to "
+        "assemble them), and reports per-provider freshness (check `providers_fresh`).",
     )
     def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource) -> dg.SensorResult:
         start = time.monotonic()
@@ -85,24 +97,26 @@ def stale_sensor(media: MediaType) -> dg.SensorDefinition:
         recorded = recorded_watermarks(context.instance, media)
         cursor = _load_cursor(context.cursor)
         requested: dict[str, str] = cursor["requested"]
+        rounds: dict[str, dict] = cursor.setdefault("slicing", {})  # provider -> its round of slice runs
         valid = {p: wm for p, wm in marks.items() if not partition_key_problem(p)}  # others: the providers asset
         new, runs = [], []
+        runs += _finished_rounds(context, media, rounds, set(valid))
+        slice_keys = set(context.instance.get_dynamic_partitions(SLICE_PARTITIONS[media.name].name))
         for provider, wm in valid.items():
             if provider not in known:
                 new.append(provider)
-            if recorded.get(provider) == wm.token or requested.get(provider) == wm.token:
-                continue  # up to date, or its refresh is already requested
-            runs.append(
-                dg.RunRequest(
-                    job_name=refresh_job_name(media.name),
-                    partition_key=provider,
-                    run_key=f"{provider}@{wm.token}",
-                    tags={
-                        "openverse/trigger": "new provider" if provider not in known else "catalog changed",
-                        **retry_tags(),
-                    },
-                )
-            )
+            if recorded.get(provider) == wm.token or requested.get(provider) == wm.token or provider in rounds:
+                continue  # up to date, or its refresh is already requested (or its slices are running)
+            # The provider's slice partitions: kept equal to its plan by its raw run (the sensor reads no file).
+            units = sorted(k for k in slice_keys if k.rpartition("/")[0] == provider) if provider in known else []
+            if units:
+                # A big provider: its slices first, each a run of its own; its run follows when they are done.
+                runs += _slice_runs(media, provider, units, wm.token)
+                rounds[provider] = {"token": wm.token, "slices": len(units), "at": time.time()}
+                requested[provider] = wm.token
+                continue
+            trigger = "new provider" if provider not in known else "catalog changed"
+            runs.append(provider_run(media, provider, wm.token, trigger))
             requested[provider] = wm.token
         gone = sorted(known - set(valid))
         partition_requests = [pdef.build_add_request(new)] if new else []
@@ -113,6 +127,10 @@ def stale_sensor(media: MediaType) -> dg.SensorDefinition:
             partition_requests.append(pdef.build_delete_request(gone))
             for p in gone:
                 requested.pop(p, None)
+                rounds.pop(p, None)
+            gone_slices = sorted(k for k in slice_keys if k.rpartition("/")[0] in set(gone))
+            if gone_slices:
+                partition_requests.append(SLICE_PARTITIONS[media.name].build_delete_request(gone_slices))
             runs.append(
                 dg.RunRequest(
                     job_name=publish_job_name(media.name),
@@ -141,6 +159,69 @@ def stale_sensor(media: MediaType) -> dg.SensorDefinition:
         )
 
     return _sensor
+
+
+def _slice_runs(media: MediaType, provider: str, keys: list[str], token: str) -> list[dg.RunRequest]:
+    """One run per slice of a changed big provider, all tagged with the change they answer."""
+    return [
+        dg.RunRequest(
+            job_name=refresh_slice_job_name(media.name),
+            partition_key=k,
+            run_key=f"{k}@{token}",
+            tags={
+                CATALOG_CHANGE_TAG: token,
+                SLICE_OF_TAG: provider,
+                "openverse/trigger": f"catalog changed: slice {k} of {len(keys)}",
+                **retry_tags(),
+            },
+        )
+        for k in keys
+    ]
+
+
+def _finished_rounds(
+    context: dg.SensorEvaluationContext, media: MediaType, rounds: dict[str, dict], valid: set[str]
+) -> list[dg.RunRequest]:
+    """The provider runs of rounds whose slice runs have all finished (a failed slice is redone by that run).
+
+    Removes those rounds (and rounds of providers gone from the catalog) from `rounds`.
+    """
+    out = []
+    for provider, r in sorted(rounds.items()):
+        if provider not in valid:
+            del rounds[provider]
+            continue
+        records = context.instance.get_run_records(
+            dg.RunsFilter(
+                job_name=refresh_slice_job_name(media.name),
+                tags={CATALOG_CHANGE_TAG: r["token"], SLICE_OF_TAG: provider},
+            )
+        )
+        latest: dict[str, bool] = {}  # partition -> finished, for the newest attempt (retries are new runs)
+        for rec in sorted(records, key=lambda rec: rec.create_timestamp):
+            run = rec.dagster_run
+            retrying = run.status == dg.DagsterRunStatus.FAILURE and int(
+                run.tags.get("dagster/retry_number", "0")
+            ) < int(run.tags.get("dagster/max_retries", "0") or 0)
+            latest[run.tags.get("dagster/partition", run.run_id)] = run.is_finished and not retrying
+        if not round_finished(list(latest.values()), r["slices"], time.time() - r["at"]):
+            continue
+        del rounds[provider]
+        trigger = f"catalog changed: assembling {r['slices']} slices after their runs"
+        out.append(provider_run(media, provider, r["token"], trigger, {CATALOG_CHANGE_TAG: r["token"]}))
+    return out
+
+
+def provider_run(
+    media: MediaType, provider: str, token: str, trigger: str, tags: dict[str, str] | None = None
+) -> dg.RunRequest:
+    """The refresh run of one provider for the catalog change `token` (one run per provider and change)."""
+    return dg.RunRequest(
+        job_name=refresh_job_name(media.name),
+        partition_key=provider,
+        run_key=f"{provider}@{token}",
+        tags={**(tags or {}), "openverse/trigger": trigger, **retry_tags()},
+    )
 
 
 def resume_mark(context: dg.SensorEvaluationContext, media: MediaType, current):

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from openverse_dataset.catalog.connect import catalog_engines, redact
 from openverse_dataset.catalog.providers import discover_providers
 from openverse_dataset.catalog.schema import MEDIA_TABLES
+from openverse_dataset.catalog.slices import max_rows_from_env, plan_new_provider
 from openverse_dataset.catalog.snapshot_marks import snapshot_with_mark
 from openverse_dataset.catalog.watermarks import catalog_watermarks
 from openverse_dataset.defs.common import (
@@ -21,6 +22,7 @@ from openverse_dataset.defs.common import (
     md_table,
     metadata_int,
     recorded_watermarks,
+    sync_slice_partitions,
 )
 from openverse_dataset.defs.resources import CatalogResource, DataDirResource, catalog_kind
 from openverse_dataset.media import MEDIA_TYPES, MediaType
@@ -116,6 +118,13 @@ def providers_asset(media: MediaType) -> dg.AssetsDefinition:
         found = discover_providers(catalog.catalog_url(), media)
         catalog_rows = count_rows_by_provider(catalog.catalog_url(), media)
         new = register_providers(context.instance, media, found.providers)
+        bound = max_rows_from_env()
+        planned = 0
+        for p in found.providers:  # a big provider never extracted: its first extract runs one run per slice
+            units = plan_new_provider(data_dir.layout, media.name, p, catalog_rows.get(p, 0), bound)
+            if units:
+                sync_slice_partitions(context.instance, media, p, units)
+                planned += 1
         path = data_dir.layout.providers_file(media.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"providers": found.providers, "refused": found.refused}, indent=2))
@@ -139,6 +148,8 @@ def providers_asset(media: MediaType) -> dg.AssetsDefinition:
                 # Only once some partition has been refreshed: a 0 would draw a false point on the plots.
                 **{f"last_{k}_rows": totals[k] for k in ("published", "rejected") if totals[k] is not None},
                 "new_providers": len(new),
+                "providers_in_slices": planned,  # above OPENVERSE_PARTITION_MAX_ROWS: a partition per slice
+                "partition_max_rows": bound,
                 "new_provider_names": ", ".join(new) or "(none)",
                 "refused_providers": md_table(
                     ["provider", "why"], [[repr(k), v] for k, v in found.refused.items()] or [["(none)", ""]]

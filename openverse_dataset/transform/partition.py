@@ -663,7 +663,16 @@ def refresh_clean(
         reason = "opt-out list changed"  # may opt out or back in any row: a full pass decides
     if force_full:
         reason = "full clean requested"
-    if reason:
+    unchanged = (
+        None
+        if reason or state.get("raw_version") != raw_state.version or state.get("takedowns") != tk_sha
+        else _unchanged_result(layout, media.name, provider, unit, state.get("result"))
+    )
+    if unchanged is not None:
+        # Same raw version, same takedown bytes, same rules: the output cannot differ (a slice its own run has
+        # cleaned, met again by the provider's run). Its recorded totals stand; no file is read.
+        result, mode = unchanged, "incremental"
+    elif reason:
         result = clean_partition(
             layout, media, provider, takedowns=takedowns, progress=progress, unit=unit, opt_outs=opt_outs, **kw
         )
@@ -686,10 +695,56 @@ def refresh_clean(
                 "hidden": list(hidden),
                 "opt_outs": opt_outs.sha256,
                 "settings": settings,
+                "result": _result_record(layout, media.name, unit, result),
             },
         )
         _prune_snapshots(layout, media.name)
     return result, mode, reason
+
+
+def _files(folder: Path, glob: str) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.glob(glob))}
+
+
+def _result_record(layout: DataLayout, media: str, unit: str, r: CleanResult) -> dict:
+    """A clean's totals and the files it left (names and sizes), kept in its state for `_unchanged_result`."""
+    return {
+        "rows_in": r.rows_in,
+        "kept": r.kept,
+        "rejected": dict(sorted(r.rejected.items())),
+        "by_license": dict(sorted(r.by_license.items())),
+        "by_source": dict(sorted(r.by_source.items())),
+        "shards": {f: [s.as_dict() for s in sh] for f, sh in sorted(r.shards.items())},
+        "clean_files": _files(layout.clean_dir(media, unit), CLEAN_GLOB),
+        "reject_files": _files(layout.rejects_dir(media, unit), REJECTS_GLOB),
+    }
+
+
+def _unchanged_result(layout: DataLayout, media: str, provider: str, unit: str, rec: dict | None) -> CleanResult | None:
+    """The recorded result of the last clean when its files are still exactly as it left them (a stat), else None."""
+    if not rec:
+        return None
+    try:
+        if _files(layout.clean_dir(media, unit), CLEAN_GLOB) != rec["clean_files"]:
+            return None
+        if _files(layout.rejects_dir(media, unit), REJECTS_GLOB) != rec["reject_files"]:
+            return None
+        shards = {f: [ShardInfo(**s) for s in sh] for f, sh in rec["shards"].items()}
+        result = CleanResult(
+            media=media,
+            provider=provider,
+            rows_in=rec["rows_in"],
+            kept=rec["kept"],
+            rejected=Counter(rec["rejected"]),
+            by_license=Counter(rec["by_license"]),
+            by_source=Counter(rec["by_source"]),
+            shards=shards,
+            rows_cleaned=0,
+        )
+    except (KeyError, TypeError):
+        return None
+    result.merge = MergeStats(files_kept=sum(len(sh) for sh in shards.values()))
+    return result
 
 
 def _clean_changes(
@@ -858,16 +913,23 @@ def clean_provider(
     snapshot. With `workers` > 1, that many slices are cleaned at once in worker processes (no progress
     callback then). Returns (result, mode, reason, number of units).
     """
-    from openverse_dataset.catalog.slices import provider_units, remove_other_slices, run_units
+    from openverse_dataset.catalog.slices import locked, provider_units, remove_other_slices, run_units
 
     units = provider_units(layout, media.name, provider)
+    clean_one = functools.partial(
+        refresh_clean,
+        layout,
+        media,
+        provider,
+        takedowns=takedowns,
+        progress=progress if workers == 1 or units is None else None,
+        **kw,
+    )
     if units is None:
-        result, mode, why = refresh_clean(layout, media, provider, takedowns=takedowns, progress=progress, **kw)
+        result, mode, why = locked(clean_one, layout, media.name, unit=provider)
         return result, mode, why, 1
     results, modes, whys = [], [], []
-    one = functools.partial(
-        refresh_clean, layout, media, provider, takedowns=takedowns, progress=progress if workers == 1 else None, **kw
-    )
+    one = functools.partial(locked, clean_one, layout, media.name)  # a slice's own run may hold it: take turns
     for s, (r, mode, why) in zip(units, run_units(one, [{"unit": s.unit} for s in units], workers), strict=True):
         results.append(r)
         modes.append(mode)
