@@ -551,8 +551,12 @@ def _save_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _ids(files: list[Path], columns: list[str]) -> pl.DataFrame:
+def _ids(files: list[Path], columns: list[str], where: pl.Expr | None = None) -> pl.DataFrame:
+    """These columns of every file; with `where`, only the rows it keeps (filtered a file at a time, so a
+    partition's rejects are never all held to find the few an incremental clean needs)."""
     frames = [pl.from_arrow(pq.read_table(f, columns=columns)) for f in files]
+    if where is not None:
+        frames = [f.filter(where) for f in frames]
     return pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in columns})
 
 
@@ -672,6 +676,7 @@ def refresh_clean(
         # Same raw version, same takedown bytes, same rules: the output cannot differ (a slice its own run has
         # cleaned, met again by the provider's run). Its recorded totals stand; no file is read.
         result, mode = unchanged, "incremental"
+        result.opt_out_sha256 = opt_outs.sha256  # unchanged since the last clean (else `reason`)
     elif reason:
         result = clean_partition(
             layout, media, provider, takedowns=takedowns, progress=progress, unit=unit, opt_outs=opt_outs, **kw
@@ -715,6 +720,10 @@ def _result_record(layout: DataLayout, media: str, unit: str, r: CleanResult) ->
         "by_license": dict(sorted(r.by_license.items())),
         "by_source": dict(sorted(r.by_source.items())),
         "shards": {f: [s.as_dict() for s in sh] for f, sh in sorted(r.shards.items())},
+        "preview": [
+            {k: v if isinstance(v, str | int | float | bool | None) else str(v) for k, v in row.items()}
+            for row in r.preview[:5]
+        ],
         "clean_files": _files(layout.clean_dir(media, unit), CLEAN_GLOB),
         "reject_files": _files(layout.rejects_dir(media, unit), REJECTS_GLOB),
     }
@@ -739,6 +748,7 @@ def _unchanged_result(layout: DataLayout, media: str, provider: str, unit: str, 
             by_license=Counter(rec["by_license"]),
             by_source=Counter(rec["by_source"]),
             shards=shards,
+            preview=list(rec.get("preview", [])),
             rows_cleaned=0,
         )
     except (KeyError, TypeError):
@@ -781,15 +791,19 @@ def _clean_changes(
         removed = pl.from_arrow(pq.read_table(folder / "removed.parquet"))["identifier"]
     else:
         changed, removed = raw_schema.empty_table(), pl.Series("identifier", [], pl.String)
-    rej = _ids(prev_rejects, ["identifier", "reason"])
-    recheck = rej.filter(pl.col("reason") == "duplicate")["identifier"]  # a twin may have gone: decide again
+    # Rejects to decide again (read filtered, never all of them): duplicates (a twin may have gone) and, when
+    # the last clean's takedown snapshot is gone, every takedown reject and every listed work.
+    whole_recheck = takedowns_moved and previous is None
+    where = pl.col("reason") == "duplicate"
+    if whole_recheck:
+        tk_ids = tk["identifier"]
+        where = where | pl.col("reason").is_in(list(TAKEDOWN_REASONS)) | pl.col("identifier").is_in(tk_ids.implode())
+    recheck = _ids(prev_rejects, ["identifier", "reason"], where)["identifier"]
     if takedowns_moved and previous is not None:
         # Only works whose takedown reason moved since the last clean; `_rows_by_id` finds which are here.
         recheck = pl.concat([recheck, _moved_takedowns(_takedown_frame(previous), tk)])
-    elif takedowns_moved:  # the last clean's snapshot is gone: every listed work, and every takedown reject
-        tk_ids = tk["identifier"]
-        listed = pl.col("reason").is_in(list(TAKEDOWN_REASONS)) | pl.col("identifier").is_in(tk_ids.implode())
-        recheck = pl.concat([recheck, _ids_among(prev_clean, tk_ids), rej.filter(listed)["identifier"]])
+    elif whole_recheck:
+        recheck = pl.concat([recheck, _ids_among(prev_clean, tk_ids)])
     recheck = recheck.filter(~recheck.is_in(removed.implode())).unique().sort()
     again = _rows_by_id(raw_files, recheck.to_arrow(), raw_schema)
     delta_raw = sort_by_key(pa.concat_tables([changed, again]), ORDER_KEY)
@@ -860,10 +874,10 @@ def _clean_changes(
     slugs = {license_folder(s): s for s in lic.LICENSES}
     result.by_license = Counter({slugs.get(f, f): sum(s.rows for s in sh) for f, sh in result.shards.items()})
     result.kept = sum(result.by_license.values())
-    reasons = _ids(sorted(rej_dir.glob("part-*.parquet")), ["reason", "source"])
-    result.rejected = Counter(dict(reasons["reason"].value_counts().iter_rows())) if reasons.height else Counter()
+    rejects_now = sorted(rej_dir.glob("part-*.parquet"))  # counted a row group at a time, never held whole
+    result.rejected = _value_counts(rejects_now, "reason", "unknown")
     result.by_source = _value_counts(sorted(clean_dir.glob("*/part-*.parquet")), "source", provider)
-    result.by_source.update(dict(reasons["source"].fill_null(provider).value_counts().iter_rows()))
+    result.by_source.update(_value_counts(rejects_now, "source", provider))
     result.rows_in = result.kept + result.rejected_total
     result.rows_cleaned = rows_cleaned
     result.merge = MergeStats()
@@ -887,6 +901,7 @@ def _combine(media: MediaType, provider: str, results: list[CleanResult]) -> Cle
         for folder, shards in r.shards.items():
             out.shards.setdefault(folder, []).extend(shards)
         out.preview = out.preview or r.preview
+        out.opt_out_sha256 = out.opt_out_sha256 or r.opt_out_sha256  # one list for every slice of a run
         out.seconds += r.seconds
         out.rows_cleaned += r.rows_cleaned or 0
         if r.merge is not None:
