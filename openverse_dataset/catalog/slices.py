@@ -15,6 +15,10 @@ slices' recorded rows, exact as of their snapshots); only a provider never extra
 scan of `(provider, updated_on)`). A slice extract's first query (its snapshot's count) stops it before any row
 is streamed when it holds more than the bound, and the plan is refined. The plan is kept in
 `layout.slice_plan_file`: the source of truth for which units a provider has (never parsed out of names).
+
+A slice is also a unit of scheduling: `refresh_slice` is one slice's own run (the `<media>/slice` asset, one
+partition per slice, requested by the stale-provider sensor), and the provider's run that follows takes the
+slices refreshed for the same catalog change as they are. `unit_lock` keeps the two from meeting on one slice.
 """
 
 from __future__ import annotations
