@@ -18,16 +18,22 @@ class InjectedFault(RuntimeError):
     """A failure requested through `OPENVERSE_FAULT_FILE` (never raised unless that variable is set)."""
 
 
-def injected(stage: str, provider: str) -> bool:
-    """Whether the fault file asks `stage` (e.g. "extract") of `provider` to fail."""
+def _faults() -> dict:
+    """The fault file's contents ({} when unset, missing or unreadable): read at each call, so a drill can start
+    and stop a fault without restarting anything."""
     path = os.environ.get(FAULT_FILE_ENV)
     if not path or not Path(path).is_file():
-        return False
+        return {}
     try:
         faults = json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return False
-    return provider in (faults.get(stage) or [])
+        return {}
+    return faults if isinstance(faults, dict) else {}
+
+
+def injected(stage: str, provider: str) -> bool:
+    """Whether the fault file asks `stage` (e.g. "extract") of `provider` to fail."""
+    return provider in (_faults().get(stage) or [])
 
 
 def raise_if_injected(stage: str, provider: str) -> None:
@@ -41,12 +47,9 @@ def delay_if_injected(stage: str, provider: str) -> float:
     a slow catalog, for drills and for the test that slice runs go side by side. Returns the seconds slept."""
     import time
 
-    path = os.environ.get(FAULT_FILE_ENV)
-    if not path or not Path(path).is_file():
-        return 0.0
     try:
-        seconds = float((json.loads(Path(path).read_text()).get(f"slow_{stage}") or {}).get(provider, 0))
-    except (OSError, ValueError, TypeError, AttributeError):
+        seconds = float((_faults().get(f"slow_{stage}") or {}).get(provider, 0))
+    except (ValueError, TypeError, AttributeError):
         return 0.0
     time.sleep(max(0.0, seconds))
     return seconds

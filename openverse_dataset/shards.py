@@ -27,6 +27,12 @@ CLEAN_GLOB = "*/part-*.parquet"  # clean/<media>/<provider>/<license>/part-*.par
 REJECTS_GLOB = "part-*.parquet"  # rejects/<media>/<provider>/part-*.parquet
 
 
+def file_sizes(folder: Path, glob: str) -> dict[str, int]:
+    """Path (relative to `folder`) -> size of the files `glob` matches: a stat, to tell whether a folder still
+    holds exactly what a state recorded, without reading it."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.glob(glob))}
+
+
 @dataclass(frozen=True)
 class ShardRecord:
     """One shard as its writer left it."""

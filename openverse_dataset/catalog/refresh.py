@@ -63,6 +63,7 @@ from openverse_dataset.parquet import (
     layout_settings,
     merge_into,
 )
+from openverse_dataset.shards import file_sizes
 from openverse_dataset.transform.partition import _file_batches, _prefetched
 
 FORMAT = 3  # raw layout version: 2 = rows in (created_on, identifier) order, 3 = content-defined shard and
@@ -147,8 +148,7 @@ def _folder_matches(folder: Path, state: RawState) -> bool:
     """The raw folder holds exactly the shards the state recorded (names and sizes: a stat, not a read)."""
     if not folder.is_dir():
         return False
-    found = {p.name: p.stat().st_size for p in folder.glob("part-*.parquet")}
-    return found == {s["name"]: s["bytes"] for s in state.shards}
+    return file_sizes(folder, "part-*.parquet") == {s["name"]: s["bytes"] for s in state.shards}
 
 
 def full_reason(

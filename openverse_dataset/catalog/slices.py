@@ -204,12 +204,18 @@ def provider_units(layout: DataLayout, media: str, provider: str) -> list[Slice]
     return slices(provider, plan.slices) if plan else None
 
 
+def provider_of_key(key: str) -> str:
+    """The provider a slice key (`Slice.key`, `flickr/3of8`) belongs to: everything before the last '/' (a
+    provider name may hold '/', a tag never does)."""
+    return key.rpartition("/")[0]
+
+
 def slice_for_key(layout: DataLayout, media: str, key: str) -> Slice | None:
     """The slice a partition key names, if the provider's current plan has it (None: superseded or unknown).
 
-    The key is matched against the plan's own slices, never parsed into a unit: a provider name may hold '/'.
+    The key is matched against the plan's own slices, never parsed into a unit.
     """
-    provider, _, tag = key.rpartition("/")
+    provider, tag = provider_of_key(key), key.rpartition("/")[2]
     units = provider_units(layout, media, provider) if provider else None
     return next((s for s in units or [] if s.tag == tag), None)
 

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 import dagster as dg
 import pyarrow as pa
 
+from openverse_dataset.catalog.slices import provider_of_key
 from openverse_dataset.defs.tags import WATERMARK_TAG
 from openverse_dataset.media import COLUMN_DOCS, MEDIA_TYPES, MediaType
 
@@ -39,7 +40,7 @@ def sync_slice_partitions(instance: dg.DagsterInstance, media: MediaType, provid
     add = sorted(want - have)
     if add:
         instance.add_dynamic_partitions(pdef.name, add)
-    for k in sorted(k for k in have - want if k.rpartition("/")[0] == provider):
+    for k in sorted(k for k in have - want if provider_of_key(k) == provider):
         instance.delete_dynamic_partition(pdef.name, k)
 
 

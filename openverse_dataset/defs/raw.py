@@ -160,7 +160,7 @@ def raw_asset(media: MediaType) -> dg.AssetsDefinition:
                 # Bounded partitions: each unit held its own snapshot of at most `partition_max_rows` rows.
                 "slices": sliced.slices,
                 # Slices their own runs had refreshed for this change (`openverse/catalog_change`): taken as they are.
-                "slices_refreshed_by_own_runs": sum(r.extra.get("settled_by_slice_run", 0) for r in units),
+                "slices_refreshed_by_own_runs": own,
                 "partition_max_rows": bound,
                 "largest_unit_rows": total["largest_unit_rows"],
                 "watermark_updated_on": total["max_updated_on"].isoformat() if total["max_updated_on"] else "",

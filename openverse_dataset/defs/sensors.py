@@ -24,7 +24,7 @@ import dagster as dg
 from openverse_dataset.alerting import Alert, send_alert
 from openverse_dataset.catalog.prepare import MissingIndexes
 from openverse_dataset.catalog.providers import partition_key_problem
-from openverse_dataset.catalog.slices import round_finished
+from openverse_dataset.catalog.slices import provider_of_key, round_finished
 from openverse_dataset.catalog.snapshot_marks import earliest, mark_from_json, mark_to_json
 from openverse_dataset.catalog.takedowns import hidden_sources
 from openverse_dataset.catalog.watermarks import catalog_watermarks, takedown_mark, takedowns_since
@@ -108,7 +108,7 @@ def stale_sensor(media: MediaType) -> dg.SensorDefinition:
             if recorded.get(provider) == wm.token or requested.get(provider) == wm.token or provider in rounds:
                 continue  # up to date, or its refresh is already requested (or its slices are running)
             # The provider's slice partitions: kept equal to its plan by its raw run (the sensor reads no file).
-            units = sorted(k for k in slice_keys if k.rpartition("/")[0] == provider) if provider in known else []
+            units = sorted(k for k in slice_keys if provider_of_key(k) == provider) if provider in known else []
             if units:
                 # A big provider: its slices first, each a run of its own; its run follows when they are done.
                 runs += _slice_runs(media, provider, units, wm.token)
@@ -128,7 +128,7 @@ def stale_sensor(media: MediaType) -> dg.SensorDefinition:
             for p in gone:
                 requested.pop(p, None)
                 rounds.pop(p, None)
-            gone_slices = sorted(k for k in slice_keys if k.rpartition("/")[0] in set(gone))
+            gone_slices = sorted(k for k in slice_keys if provider_of_key(k) in set(gone))
             if gone_slices:
                 partition_requests.append(SLICE_PARTITIONS[media.name].build_delete_request(gone_slices))
             runs.append(

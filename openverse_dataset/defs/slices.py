@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from openverse_dataset.catalog.slices import max_rows_from_env, refresh_slice
+from openverse_dataset.catalog.slices import max_rows_from_env, provider_of_key, refresh_slice
 from openverse_dataset.catalog.snapshot_marks import snapshot_with_mark
 from openverse_dataset.catalog.watermarks import provider_watermark
 from openverse_dataset.defs.common import CATALOG_POOL, OWNERS, SLICE_PARTITIONS, counts_table, key
@@ -49,7 +49,7 @@ def slice_asset(media: MediaType) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         start = time.perf_counter()
         layout, slice_key = data_dir.layout, context.partition_key
-        provider = slice_key.rpartition("/")[0]
+        provider = provider_of_key(slice_key)
         raise_if_injected("extract", provider)  # drills only: a provider's injected fault applies to its slices
         delay_if_injected("extract", provider)
         trigger = context.run.tags.get(CATALOG_CHANGE_TAG)

@@ -52,7 +52,14 @@ from openverse_dataset.parquet import (
     sha256_file,
     sort_by_key,
 )
-from openverse_dataset.shards import CLEAN_GLOB, REJECTS_GLOB, assemble_folders, install_clean_output, shard_records
+from openverse_dataset.shards import (
+    CLEAN_GLOB,
+    REJECTS_GLOB,
+    assemble_folders,
+    file_sizes,
+    install_clean_output,
+    shard_records,
+)
 from openverse_dataset.streams import put_unless_stopped
 from openverse_dataset.transform.clean import (
     FIX_COLUMNS,
@@ -707,12 +714,9 @@ def refresh_clean(
     return result, mode, reason
 
 
-def _files(folder: Path, glob: str) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.glob(glob))}
-
-
 def _result_record(layout: DataLayout, media: str, unit: str, r: CleanResult) -> dict:
-    """A clean's totals and the files it left (names and sizes), kept in its state for `_unchanged_result`."""
+    """A clean's totals and the files it left (its shards; the rejects' names and sizes), kept in its state for
+    `_unchanged_result`."""
     return {
         "rows_in": r.rows_in,
         "kept": r.kept,
@@ -724,8 +728,7 @@ def _result_record(layout: DataLayout, media: str, unit: str, r: CleanResult) ->
             {k: v if isinstance(v, str | int | float | bool | None) else str(v) for k, v in row.items()}
             for row in r.preview[:5]
         ],
-        "clean_files": _files(layout.clean_dir(media, unit), CLEAN_GLOB),
-        "reject_files": _files(layout.rejects_dir(media, unit), REJECTS_GLOB),
+        "reject_files": file_sizes(layout.rejects_dir(media, unit), REJECTS_GLOB),
     }
 
 
@@ -734,11 +737,12 @@ def _unchanged_result(layout: DataLayout, media: str, provider: str, unit: str, 
     if not rec:
         return None
     try:
-        if _files(layout.clean_dir(media, unit), CLEAN_GLOB) != rec["clean_files"]:
-            return None
-        if _files(layout.rejects_dir(media, unit), REJECTS_GLOB) != rec["reject_files"]:
-            return None
         shards = {f: [ShardInfo(**s) for s in sh] for f, sh in rec["shards"].items()}
+        recorded = {f"{f}/{s.name}": s.bytes for f, sh in shards.items() for s in sh}
+        if file_sizes(layout.clean_dir(media, unit), CLEAN_GLOB) != recorded:
+            return None
+        if file_sizes(layout.rejects_dir(media, unit), REJECTS_GLOB) != rec["reject_files"]:
+            return None
         result = CleanResult(
             media=media,
             provider=provider,
