@@ -19,7 +19,8 @@ own process with a persistent Dagster instance and data directory:
 3. refresh: the same command again.
 Prints and writes `benchmarks/results/refresh-<rows>.json`: refresh wall / full-build wall; rows read from the
 catalog by the refresh / rows changed; new-chunk bytes / total bytes of flickr's release files (FastCDC
-16/64/256 KiB, the order of Xet's chunks: bytes of chunks of the new files not present in the previous ones);
+16/64/256 KiB, the order of Xet's chunks: bytes of chunks of the new files not present in the previous ones; also
+by file, and for the `--baseline-src` build);
 peak RSS of each run process (the whole CLI process: Dagster runs in process, so it is included). The CLI runs in
 `.venv-runtime/`, the project's runtime dependencies only, as the production image installs them (`--dev-env`:
 in this interpreter's environment instead; see `runtime_python`).
@@ -164,16 +165,18 @@ def chunk_index(files: list[Path]) -> tuple[set[bytes], int]:
     return hashes, total
 
 
-def new_chunk_bytes(before: set[bytes], files: list[Path]) -> tuple[int, int]:
+def new_chunk_bytes(before: set[bytes], files: list[Path]) -> tuple[int, int, dict[str, list[int]]]:
+    """Bytes of the files' content-defined chunks not in `before`, their total bytes, and both by file (which
+    files a change costs: a rewritten file's footer, a folder's tail, the groups the change reached)."""
     import pyfastcdc
 
     cdc = pyfastcdc.FastCDC(avg_size=64 * 1024)
-    new = total = 0
+    by_file: dict[str, list[int]] = {}
     for f in files:
         data = f.read_bytes()
-        total += len(data)
-        new += sum(c.length for c in cdc.cut_buf(data) if hashlib.sha256(c.data).digest() not in before)
-    return new, total
+        fresh = sum(c.length for c in cdc.cut_buf(data) if hashlib.sha256(c.data).digest() not in before)
+        by_file[f"{f.parent.parent.name}/{f.parent.name}/{f.name}"] = [fresh, len(data)]
+    return sum(n for n, _ in by_file.values()), sum(t for _, t in by_file.values()), by_file
 
 
 COLS = (
@@ -588,6 +591,7 @@ def main() -> None:
         refresh: dict[str, dict] = {}
         for pattern in args.patterns:
             before, _ = chunk_index(release_files(data, "flickr"))
+            before_of = {n: chunk_index(release_files(tmp / n / "data", "flickr"))[0] for n in builds if n != "this"}
             before_files = {_sha(f) for f in release_files(data, "flickr")}
             before_total = sum(f.stat().st_size for f in release_files(data, "flickr"))
             changes = PATTERNS[pattern](cat_url, api_url, flickr_rows)
@@ -605,7 +609,7 @@ def main() -> None:
             read = rows_read(data)
             refreshed = {p: r for p, r in read.items() if r.get("mode") == "incremental" and r.get("read")}
             catalog_rows_read = sum(r["read"] or 0 for r in refreshed.values())
-            new, total = new_chunk_bytes(before, release_files(data, "flickr"))
+            new, total, new_by_file = new_chunk_bytes(before, release_files(data, "flickr"))
             after_files = [_sha(f) for f in release_files(data, "flickr")]
             this = refresh["this"]
             refreshes[pattern] = {
@@ -625,6 +629,7 @@ def main() -> None:
                 "flickr_release_bytes": total,
                 "flickr_new_chunk_bytes": new,
                 "new_chunk_share": round(new / total, 4) if total else None,
+                "flickr_new_chunk_bytes_by_file": new_by_file,
                 # files of the release that are byte for byte a previous release's (kept, not written again)
                 "flickr_release_files": len(after_files),
                 "flickr_release_files_unchanged": sum(h in before_files for h in after_files),
@@ -637,6 +642,11 @@ def main() -> None:
             if "baseline" in builds:
                 b_refresh = refresh["baseline"]
                 refreshes[pattern]["baseline_refresh"] = {k: v for k, v in b_refresh.items() if not k.startswith("_")}
+                b_new, b_total, _ = new_chunk_bytes(
+                    before_of["baseline"], release_files(tmp / "baseline" / "data", "flickr")
+                )
+                refreshes[pattern]["baseline_new_chunk_share"] = round(b_new / b_total, 4) if b_total else None
+                refreshes[pattern]["baseline_flickr_release_bytes"] = b_total
         peak = max([full["this"]["peak_rss_mib"]] + [r["refresh"]["peak_rss_mib"] for r in refreshes.values()])
         report["refreshes"] = refreshes
         report["peak_rss_mib_by_process"] = {"full build CLI": full["this"]["peak_rss_mib"]} | {
@@ -686,6 +696,13 @@ def main() -> None:
                 f"this / baseline wall: full build {b['full_wall_this_vs_baseline']:.3f}; outputs byte-identical: "
                 f"{b['outputs_identical']}"
             )
+            for pattern, r in refreshes.items():
+                print(
+                    f"  {pattern}: refresh {r['baseline_refresh']['wall_s']:.1f} s (baseline) vs "
+                    f"{r['refresh']['wall_s']:.1f} s; new chunk bytes {r['baseline_new_chunk_share']:.1%} of "
+                    f"{r['baseline_flickr_release_bytes']:,} (baseline) vs {r['new_chunk_share']:.1%} of "
+                    f"{r['flickr_release_bytes']:,}"
+                )
         print(f"peak RSS of any run process {peak} MiB (target <= 512)")
         if args.verify:
             print(f"incremental == from scratch: {report['incremental_equals_scratch']}")

@@ -16,8 +16,11 @@ type), so fields this module does not know pass through unchanged; only the offs
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,7 +39,11 @@ Struct = list
 
 
 def _varint(b: bytes, i: int) -> tuple[int, int]:
-    out = shift = 0
+    x = b[i]
+    i += 1
+    if x < 0x80:
+        return x, i
+    out, shift = x & 0x7F, 7
     while True:
         x = b[i]
         i += 1
@@ -60,20 +67,7 @@ def _value(b: bytes, i: int, t: int):
     if t == _STRUCT:
         return read_struct(b, i)
     if t in (_LIST, _SET):
-        h = b[i]
-        i += 1
-        size, et = h >> 4, h & 0x0F
-        if size == 15:
-            size, i = _varint(b, i)
-        items = []
-        for _ in range(size):
-            if et in (_BOOL_TRUE, _BOOL_FALSE):
-                items.append(b[i] == _BOOL_TRUE)
-                i += 1
-            else:
-                v, i = _value(b, i, et)
-                items.append(v)
-        return (et, items), i
+        return _read_list(b, i)
     if t == _MAP:
         size, i = _varint(b, i)
         if not size:
@@ -94,27 +88,93 @@ def _value(b: bytes, i: int, t: int):
     raise ValueError(f"Parquet footer: unknown Thrift compact type {t}")
 
 
+def _read_list(b: bytes, i: int) -> tuple[tuple[int, list], int]:
+    """A list or set: (element type, [values]), each element decoded without a dispatch call where it can be."""
+    h = b[i]
+    i += 1
+    size, et = h >> 4, h & 0x0F
+    if size == 15:
+        size, i = _varint(b, i)
+    items: list = []
+    append = items.append
+    if et == _STRUCT:
+        for _ in range(size):
+            v, i = read_struct(b, i)
+            append(v)
+    elif et in (_I16, _I32, _I64):
+        for _ in range(size):
+            x, i = _varint(b, i)
+            append((x >> 1) ^ -(x & 1))
+    elif et == _BINARY:
+        for _ in range(size):
+            n, i = _varint(b, i)
+            append(b[i : i + n])
+            i += n
+    elif et in (_BOOL_TRUE, _BOOL_FALSE):
+        for _ in range(size):
+            append(b[i] == _BOOL_TRUE)
+            i += 1
+    else:
+        for _ in range(size):
+            v, i = _value(b, i, et)
+            append(v)
+    return (et, items), i
+
+
 def read_struct(b: bytes, i: int = 0) -> tuple[Struct, int]:
-    """Decode one compact-protocol struct at `b[i:]`; returns it and the position after it."""
+    """Decode one compact-protocol struct at `b[i:]` (bytes); returns it and the position after it. The common
+    types are decoded here rather than through `_value`: a shard's footer holds tens of thousands of values, and a
+    merge reads several footers."""
     fields: Struct = []
+    append = fields.append
     last = 0
     while True:
         h = b[i]
         i += 1
         if h == 0:
             return fields, i
-        t, delta = h & 0x0F, h >> 4
-        if delta:
-            fid = last + delta
+        t = h & 0x0F
+        if h >> 4:
+            fid = last + (h >> 4)
         else:
             n, i = _varint(b, i)
-            fid = _unzig(n)
+            fid = (n >> 1) ^ -(n & 1)
         last = fid
-        if t in (_BOOL_TRUE, _BOOL_FALSE):
-            fields.append([fid, _BOOL_TRUE, t == _BOOL_TRUE])
+        if t in (_I32, _I64, _I16):
+            x, i = _varint(b, i)
+            append([fid, t, (x >> 1) ^ -(x & 1)])
+        elif t == _STRUCT:
+            v, i = read_struct(b, i)
+            append([fid, t, v])
+        elif t == _BINARY:
+            n, i = _varint(b, i)
+            append([fid, t, b[i : i + n]])
+            i += n
+        elif t in (_BOOL_TRUE, _BOOL_FALSE):
+            append([fid, _BOOL_TRUE, t == _BOOL_TRUE])
+        elif t in (_LIST, _SET):
+            v, i = _read_list(b, i)
+            append([fid, t, v])
         else:
             v, i = _value(b, i, t)
-            fields.append([fid, t, v])
+            append([fid, t, v])
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector held off while a footer is decoded or encoded. A footer becomes tens of
+    thousands of small lists, and each allocation burst triggers collections that walk every tracked object of
+    the process (a run process holds Dagster's): 15 flickr footers (1.4 MB) took 0.58 s to decode with it running,
+    0.18 s with it held off (the same decoder). The
+    structures hold no cycles, so reference counting frees them all the same."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _put_varint(out: bytearray, n: int) -> None:
@@ -185,8 +245,15 @@ def write_struct(out: bytearray, fields: Struct) -> None:
 
 def encode(fields: Struct) -> bytes:
     out = bytearray()
-    write_struct(out, fields)
+    with _no_gc():
+        write_struct(out, fields)
     return bytes(out)
+
+
+def decode(b: bytes) -> Struct:
+    """The struct `b` holds (a whole footer or page-index entry)."""
+    with _no_gc():
+        return read_struct(bytes(b))[0]
 
 
 def _get(fields: Struct, fid: int, default=None):
@@ -266,7 +333,7 @@ def read_footer(f: BinaryIO) -> Struct:
         raise ValueError("not a Parquet file (no PAR1 at its end)")
     n = struct.unpack("<I", tail[:4])[0]
     f.seek(-8 - n, 2)
-    return read_struct(f.read(n))[0]
+    return decode(f.read(n))
 
 
 def _read_at(f: BinaryIO, offset: int, length: int) -> bytes:
@@ -294,7 +361,7 @@ def groups_of(f: BinaryIO, footer: Struct, path: Path, which: list[int] | None =
             ci_at, ci_len = _get(cc, _CC_COLUMN_INDEX_OFFSET), _get(cc, _CC_COLUMN_INDEX_LENGTH)
             oi_at, oi_len = _get(cc, _CC_OFFSET_INDEX_OFFSET), _get(cc, _CC_OFFSET_INDEX_LENGTH)
             column_index.append(_read_at(f, ci_at, ci_len) if ci_at is not None else None)
-            offset_index.append(read_struct(_read_at(f, oi_at, oi_len))[0] if oi_at is not None else None)
+            offset_index.append(decode(_read_at(f, oi_at, oi_len)) if oi_at is not None else None)
             _drop(cc, *_PAGE_INDEX_FIELDS)
         _drop(meta, _RG_ORDINAL)
         _move_group(meta, offset_index, len(MAGIC) - start)
@@ -392,7 +459,7 @@ class GroupFile:
                     _set(cc, _CC_OFFSET_INDEX_LENGTH, _I32, len(raw))
                     self._write(raw)
                     self.pos += len(raw)
-        footer = read_struct(encode(self._template))[0]
+        footer = decode(encode(self._template))
         _set(footer, _FMD_NUM_ROWS, _I64, self.rows)
         _set(footer, _FMD_ROW_GROUPS, _LIST, (_STRUCT, [m for m, _ in placed]))
         raw = encode(footer)

@@ -67,3 +67,32 @@ def test_owned_batch_is_an_equal_copy_sharing_no_buffer():
     assert owned.equals(batch) and owned.schema == batch.schema
     addresses = {b.address for col in batch.columns for b in col.buffers() if b is not None}
     assert not addresses & {b.address for col in owned.columns for b in col.buffers() if b is not None}
+
+
+# A process that loads the code location (what Dagster's run workers, the daemon and the code server do), then
+# makes 2M reference cycles that become garbage at once: ~0.5 GB were they never collected.
+GC_PROBE = """
+import gc, json
+import openverse_dataset.definitions
+
+def rss():
+    return int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]) // 1024
+
+base = rss()
+for _ in range(2_000_000):
+    a, b = [], []
+    a.append(b)
+    b.append(a)
+print(json.dumps({"threshold": gc.get_threshold(), "grew_mib": rss() - base}))
+"""
+
+
+def test_the_collector_runs_less_often_in_every_process_and_still_frees_cycles():
+    """The package raises CPython's collection thresholds wherever it is imported (a 2M refresh spent 1.3-1.5 s
+    in ~1,000 collections at the default); cyclic garbage is still collected, only in bigger batches."""
+    from openverse_dataset import GC_THRESHOLD
+
+    out = subprocess.run([sys.executable, "-c", GC_PROBE], capture_output=True, text=True, check=True)
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    assert tuple(probe["threshold"]) == GC_THRESHOLD != (700, 10, 10)
+    assert probe["grew_mib"] < 150, probe  # 2M cycles of two lists (~0.5 GB) were collected along the way
