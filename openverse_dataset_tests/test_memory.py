@@ -70,7 +70,7 @@ def test_owned_batch_is_an_equal_copy_sharing_no_buffer():
 
 
 # A process that loads the code location (what Dagster's run workers, the daemon and the code server do), then
-# makes 2M reference cycles that become garbage at once: ~0.5 GB were they never collected.
+# makes 2M reference cycles that become garbage at once: the process grows ~370 MiB with the collector off.
 GC_PROBE = """
 import gc, json
 import openverse_dataset.definitions
@@ -95,4 +95,4 @@ def test_the_collector_runs_less_often_in_every_process_and_still_frees_cycles()
     out = subprocess.run([sys.executable, "-c", GC_PROBE], capture_output=True, text=True, check=True)
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     assert tuple(probe["threshold"]) == GC_THRESHOLD != (700, 10, 10)
-    assert probe["grew_mib"] < 150, probe  # 2M cycles of two lists (~0.5 GB) were collected along the way
+    assert probe["grew_mib"] < 150, probe  # collected along the way (9 MiB measured; 368 with the collector off)

@@ -81,8 +81,9 @@ from openverse_dataset.transform.optout import NO_OPT_OUTS, OptOuts
 BATCH_ROWS = 10_000
 # The most rows in a cleaned row group (content-defined cuts average about half). A cleaned row group is what a
 # release re-uploads when one of its rows changes (a merge copies the untouched ones byte for byte), so it is
-# the unit of the Hub's deduplication: on the 2M-row benchmark's clustered change set, 20k gave 12.3% new chunk
-# bytes of flickr's release and 10k 7.6%, for files 0.8% larger (footers and page indexes grow with the groups).
+# the unit of the Hub's deduplication. New chunk bytes of flickr's release after the refresh benchmark's clustered
+# change set, 20k -> 10k: 12.4% -> 7.0% at 2M (interleaved), 3.2% -> 2.5% at 8M, for files 0.7% larger (footers
+# and page indexes hold twice the groups). docs/scale.md, "2026-12-08".
 CLEAN_ROW_GROUP_ROWS = 10_000
 WRITE_THREADS = 2
 # Rows of the previous clean output read per step of an incremental merge. Two license folders merge at once,
