@@ -87,7 +87,7 @@ print(json.dumps({"threshold": gc.get_threshold(), "grew_mib": rss() - base}))
 """
 
 
-def test_the_collector_runs_less_often_in_every_process_and_still_frees_cycles():
+def test_a_process_that_loads_the_code_location_collects_less_often_and_still_frees_cycles():
     """The package raises CPython's collection thresholds wherever it is imported (a 2M refresh spent 1.3-1.5 s
     in ~1,000 collections at the default); cyclic garbage is still collected, only in bigger batches."""
     from openverse_dataset import GC_THRESHOLD
